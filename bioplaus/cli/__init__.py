@@ -1,0 +1,39 @@
+"""The command line (every click call of the package lives under cli/)."""
+import click
+
+from bioplaus import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bioplaus")
+def main():
+    """bioplaus: biologically-plausible local learning in NumPy/CuPy."""
+
+
+def _register():
+    """Attach the sub-command groups that exist."""
+    import importlib
+
+    for mod, attr in [
+        ("bioplaus.cli.bench", "bench"),
+        ("bioplaus.cli.data", "data"),
+        ("bioplaus.cli.train", "train"),
+        ("bioplaus.cli.train", "eval_cmd"),
+        ("bioplaus.cli.info", "rules"),
+        ("bioplaus.cli.info", "nets"),
+        ("bioplaus.cli.oracle", "oracle"),
+        ("bioplaus.cli.plot", "plot"),
+        ("bioplaus.cli.results", "results"),
+    ]:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:
+                continue
+            raise
+        cmd = getattr(m, attr, None)
+        if cmd is not None:
+            main.add_command(cmd)
+
+
+_register()

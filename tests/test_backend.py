@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from bioplaus import backend
+
+
+def test_stream_is_keyed_and_reproducible():
+    a = backend.stream(1, "fa.B", 0).standard_normal(5)
+    b = backend.stream(1, "fa.B", 0).standard_normal(5)
+    c = backend.stream(1, "fa.B", 1).standard_normal(5)
+    d = backend.stream(1, "label.P", 0).standard_normal(5)
+    e = backend.stream(2, "fa.B", 0).standard_normal(5)
+    np.testing.assert_array_equal(a, b)
+    for other in (c, d, e):
+        assert not np.allclose(a, other)
+
+
+def test_uniform_bound_dtype_and_parity(xp):
+    u = backend.uniform(xp, 3, "P", 2, (64, 10), 0.25, dtype=np.float64)
+    assert u.dtype == np.float64 and u.shape == (64, 10)
+    host = backend.to_numpy(u)
+    assert np.abs(host).max() <= 0.25
+    np.testing.assert_array_equal(host, backend.to_numpy(backend.uniform(np, 3, "P", 2, (64, 10), 0.25, np.float64)))
+    assert backend.array_module(u) is xp
+
+
+def test_unknown_device_and_negative_seed_are_refused():
+    with pytest.raises(backend.BackendError, match="unknown device 'tpu'"):
+        backend.get_xp("tpu")
+    with pytest.raises(ValueError, match="non-negative"):
+        backend.stream(-1, "x")
+
+
+def test_gpu_request_without_gpu_is_an_error_not_a_fallback():
+    if backend.gpu_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(backend.BackendError, match="--device"):
+        backend.get_xp("gpu")
+
+
+def test_generator_state_roundtrip():
+    g = backend.stream(0, "data.shuffle")
+    g.random(3)
+    st = backend.generator_state(g)
+    x = g.random(4)
+    backend.set_generator_state(g, st)
+    np.testing.assert_array_equal(g.random(4), x)
