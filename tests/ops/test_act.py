@@ -1,0 +1,88 @@
+"""Activations: finite differences, torch autograd, convention at 0, lookup."""
+import numpy as np
+import pytest
+import torch
+
+from bioplaus import backend
+from bioplaus.ops.act import (
+    ACTIVATIONS,
+    activation,
+    derivative,
+    leaky_relu_backward,
+    leaky_relu_forward,
+    relu_backward,
+    relu_forward,
+)
+from helpers import check_grad, rel_error
+
+
+def _away_from_zero(rng, shape):
+    """Inputs with |a| >= 0.05 so that central differences never straddle the kink."""
+    a = rng.standard_normal(shape)
+    return np.where(np.abs(a) < 0.05, 0.05 * np.sign(a + 1e-300) + a, a)
+
+
+CASES = [
+    ("relu", relu_forward, relu_backward, {}, lambda t: torch.relu(t)),
+    ("leakyrelu", leaky_relu_forward, leaky_relu_backward, {},
+     lambda t: torch.nn.functional.leaky_relu(t, 0.01)),
+    ("leakyrelu-0.2", leaky_relu_forward, leaky_relu_backward, {"slope": 0.2},
+     lambda t: torch.nn.functional.leaky_relu(t, 0.2)),
+]
+
+
+@pytest.mark.parametrize("name,fwd,bwd,kw,_t", CASES, ids=[c[0] for c in CASES])
+def test_backward_finite_differences(name, fwd, bwd, kw, _t):
+    rng = np.random.default_rng(0)
+    x = _away_from_zero(rng, (3, 4, 2, 2))
+    dy = rng.standard_normal(x.shape)
+    _, cache = fwd(x, **kw)
+    check_grad(lambda: fwd(x, **kw)[0], x, dy, bwd(dy, cache))
+
+
+@pytest.mark.parametrize("name,fwd,bwd,kw,tfun", CASES, ids=[c[0] for c in CASES])
+def test_matches_torch_including_zero(name, fwd, bwd, kw, tfun):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 7))
+    x[0, :3] = 0.0  # exact zeros: PyTorch takes the non-positive branch there
+    x[1, 0] = -0.0
+    dy = rng.standard_normal(x.shape)
+    y, cache = fwd(x, **kw)
+    dx = bwd(dy, cache)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = tfun(tx)
+    ty.backward(torch.tensor(dy))
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_array_equal(dx, tx.grad.numpy())
+    # derivative() is the same map: backward(dy) == dy * f'(a)
+    fprime = derivative(cache)
+    assert fprime.dtype == x.dtype and fprime.shape == x.shape
+    np.testing.assert_array_equal(dy * fprime, dx)
+    slope = kw.get("slope", 0.01) if name.startswith("leaky") else 0.0
+    np.testing.assert_array_equal(fprime[0, :3], slope)
+    np.testing.assert_array_equal(fprime[x > 0], 1.0)
+
+
+def test_lookup_by_name():
+    assert activation("relu") == (relu_forward, relu_backward)
+    assert activation("LeakyReLU") == (leaky_relu_forward, leaky_relu_backward)
+    assert set(ACTIVATIONS) == {"relu", "leakyrelu"}
+    with pytest.raises(ValueError, match="known activations: leakyrelu, relu"):
+        activation("tanh")
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_dtype_and_parity(xp, name):
+    fwd, bwd = activation(name)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 5, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y, cache = fwd(backend.to_device(x, xp))
+    dx = bwd(backend.to_device(dy, xp), cache)
+    fprime = derivative(cache)
+    assert y.dtype == dx.dtype == fprime.dtype == np.float32
+    y0, c0 = fwd(x)
+    np.testing.assert_array_equal(backend.to_numpy(y), y0)
+    np.testing.assert_array_equal(backend.to_numpy(dx), bwd(dy, c0))
+    np.testing.assert_array_equal(backend.to_numpy(fprime), derivative(c0))
+    assert rel_error(dx, dy * backend.to_numpy(fprime)) == 0.0
