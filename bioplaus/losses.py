@@ -1,0 +1,372 @@
+"""Losses and the similarity matrix: each returns its value and its gradient.
+
+Every loss here returns ``(loss, grad)``: ``loss`` is a 0-d array (or NumPy
+scalar) of the input's dtype, left on the input's device so that training on
+a GPU does not wait for it; ``float(loss)`` reads it. ``grad`` is the
+gradient of ``loss`` with respect to the first argument, with that
+argument's shape and dtype. The reduction (mean over what) is stated in each
+docstring; all follow the PyTorch functions used by the reference code of
+Nøkland & Eidnes (2019), so the gradients equal torch autograd's.
+
+The similarity matrix is a forward/backward pair with a cache, like the ops
+in :mod:`bioplaus.ops`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .backend import TRAIN_DTYPE, array_module
+
+#: The constant added to each row's norm before dividing (reference code).
+SIM_EPS = 1e-8
+
+
+def _check_labels(y, num_classes):
+    if y.ndim != 1:
+        raise ValueError(f"labels must be a 1-D integer array, got shape {y.shape}")
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got min {int(y.min())}, max {int(y.max())}"
+        )
+
+
+def one_hot(y, num_classes, dtype=TRAIN_DTYPE, xp=None):
+    """One-hot label matrix ``Y``.
+
+    Parameters
+    ----------
+    y : int array, shape (n,)
+        Class labels in ``[0, num_classes)``.
+    num_classes : int
+        ``C``.
+    dtype : dtype
+        dtype of the result (float32 for training, float64 in checks).
+    xp : module, optional
+        numpy or cupy; by default the module that owns ``y``.
+
+    Returns
+    -------
+    Y : array, shape (n, C)
+        ``Y[i, y_i] = 1``, zeros elsewhere.
+    """
+    xp = array_module(y) if xp is None else xp
+    y = xp.asarray(y)
+    _check_labels(y, num_classes)
+    n = y.shape[0]
+    Y = xp.zeros((n, num_classes), dtype=dtype)
+    Y[xp.arange(n), y] = 1
+    return Y
+
+
+def softmax_cross_entropy(logits, y):
+    """Softmax cross-entropy, mean over the batch (``F.cross_entropy``).
+
+    Parameters
+    ----------
+    logits : array, shape (n, C)
+        Unnormalised scores ``z``.
+    y : int array, shape (n,)
+        Class labels.
+
+    Returns
+    -------
+    loss : 0-d array
+        Mean over the n examples of ``-log softmax(z_i)[y_i]``.
+    dlogits : array, shape (n, C)
+        ``(softmax(z) - Y) / n``.
+
+    Notes
+    -----
+    Computed through the log-sum-exp with the row maximum subtracted, so
+    that no ``exp`` overflows:
+
+    .. math::
+
+        L = \\frac{1}{n} \\sum_i \\Big( m_i + \\log \\sum_k e^{z_{ik} - m_i}
+            - z_{i y_i} \\Big), \\quad m_i = \\max_k z_{ik}, \\qquad
+        \\frac{\\partial L}{\\partial z} = \\frac{1}{n}\\big(\\mathrm{softmax}(z) - Y\\big).
+
+    The prediction loss of Nøkland & Eidnes (2019, Method: prediction loss) and the
+    output layer's loss.
+    """
+    xp = array_module(logits)
+    y = xp.asarray(y)
+    n, C = logits.shape
+    _check_labels(y, C)
+    rows = xp.arange(n)
+    zs = logits - logits.max(axis=1, keepdims=True)  # (n, C), max 0 per row
+    logp = zs - xp.log(xp.exp(zs).sum(axis=1, keepdims=True))  # (n, C) log-softmax
+    loss = -logp[rows, y].mean()
+    dlogits = xp.exp(logp)  # softmax, (n, C)
+    dlogits[rows, y] -= 1
+    dlogits /= n
+    return loss, dlogits
+
+
+def bce_with_logits(logits, targets):
+    """Binary cross-entropy on logits, mean over all ``n * k`` entries.
+
+    Parameters
+    ----------
+    logits : array, shape (n, k)
+        Scores ``z``.
+    targets : array, shape (n, k)
+        Targets ``t`` in [0, 1] (the ``-bio`` rules use ``1[P y > 0]``).
+
+    Returns
+    -------
+    loss : 0-d array
+        ``mean(max(z, 0) - z t + log(1 + exp(-|z|)))``.
+    dlogits : array, shape (n, k)
+        ``(sigmoid(z) - t) / (n k)``.
+
+    Notes
+    -----
+    .. math::
+
+        L = \\frac{1}{nk} \\sum_{ij} \\big( \\max(z_{ij}, 0) - z_{ij} t_{ij}
+            + \\log(1 + e^{-|z_{ij}|}) \\big), \\qquad
+        \\frac{\\partial L}{\\partial z} = \\frac{\\sigma(z) - t}{nk}
+
+    the stable form of ``F.binary_cross_entropy_with_logits`` (mean), used
+    by pred-bio (Nøkland & Eidnes 2019, the backprop-free version). The sigmoid is evaluated
+    from ``e = exp(-|z|)`` on either side of 0, so it never overflows.
+    """
+    xp = array_module(logits)
+    if targets.shape != logits.shape:
+        raise ValueError(f"targets must have the logits' shape {logits.shape}, got {targets.shape}")
+    e = xp.exp(-xp.abs(logits))  # (n, k), in (0, 1]
+    loss = (xp.maximum(logits, 0) - logits * targets + xp.log1p(e)).mean()
+    sig = xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))  # sigmoid(z), (n, k)
+    dlogits = (sig - targets) / logits.size
+    return loss, dlogits.astype(logits.dtype, copy=False)
+
+
+def squared_hinge(logits, y):
+    """Multi-class squared hinge loss, mean over the batch, sum over classes.
+
+    Parameters
+    ----------
+    logits : array, shape (n, C)
+        Scores ``z`` of a local classifier.
+    y : int array, shape (n,)
+        Class labels.
+
+    Returns
+    -------
+    loss : 0-d array
+        ``(1/n) sum_i sum_k max(0, 1 - t_ik z_ik)^2``.
+    dlogits : array, shape (n, C)
+        ``-(2/n) t * max(0, 1 - t z)``.
+
+    Notes
+    -----
+    With targets :math:`t_{ik} = +1` for the true class and :math:`-1`
+    otherwise (one-vs-all),
+
+    .. math::
+
+        L = \\frac{1}{n} \\sum_i \\sum_k \\max(0, 1 - t_{ik} z_{ik})^2, \\qquad
+        \\frac{\\partial L}{\\partial z_{ik}} = -\\frac{2}{n} t_{ik}
+            \\max(0, 1 - t_{ik} z_{ik}).
+
+    One of the two local losses of Mostafa, Ramesh & Cauwenberghs (2018),
+    Methods (the other is :func:`softmax_cross_entropy`).
+    """
+    xp = array_module(logits)
+    n, C = logits.shape
+    t = 2 * one_hot(y, C, dtype=logits.dtype, xp=xp) - 1  # (n, C), +-1
+    margin = xp.maximum(1 - t * logits, 0)  # (n, C)
+    loss = (margin * margin).sum() / n
+    dlogits = t * margin
+    dlogits *= -2 / n
+    return loss, dlogits
+
+
+# ----------------------------------------------------------------------------
+# Similarity matrix
+# ----------------------------------------------------------------------------
+class SimilarityCache(NamedTuple):
+    """What :func:`similarity_matrix_backward` needs from the forward pass.
+
+    Attributes
+    ----------
+    x_shape : tuple
+        Shape of the input ``x``.
+    z : array, shape (n, c, h*w), or None
+        ``x`` viewed as one row per feature map (std path only).
+    s : array, shape (n, c), or None
+        The maps' unbiased standard deviations (std path only).
+    Xc : array, shape (n, d)
+        Row-centred features.
+    norm : array, shape (n, 1)
+        ``||Xc_i||``.
+    Xn : array, shape (n, d)
+        ``Xc_i / (1e-8 + ||Xc_i||)``.
+    inside : bool array, shape (n, n)
+        Where ``-1 <= Xn Xn^T <= 1`` (the clamp passes the gradient).
+    """
+
+    x_shape: tuple
+    z: object
+    s: object
+    Xc: object
+    norm: object
+    Xn: object
+    inside: object
+
+
+def similarity_matrix_forward(x, use_std=True):
+    """Adjusted cosine similarity matrix ``S(x)`` of a batch.
+
+    Parameters
+    ----------
+    x : array, shape (n, d) or (n, c, h, w)
+        A batch of activations (or of label vectors).
+    use_std : bool
+        For a 4-D ``x`` with ``c > 3`` and ``h > 1``, first replace each
+        feature map by its standard deviation over the spatial positions
+        (the reference's default; ``False`` is its ``--no-similarity-std``).
+        Any other 4-D ``x`` is flattened.
+
+    Returns
+    -------
+    S : array, shape (n, n)
+        Pairwise similarities in [-1, 1], dtype of ``x``.
+    cache : SimilarityCache
+        For :func:`similarity_matrix_backward`.
+
+    Notes
+    -----
+    With :math:`X` (n x d) the flattened ``x`` or the maps' stds
+    :math:`X_{ik} = \\mathrm{std}_{N-1}(x_{ik\\cdot\\cdot})`,
+
+    .. math::
+
+        X^c_i = X_i - \\tfrac{1}{d} \\textstyle\\sum_k X_{ik}, \\qquad
+        \\hat X_i = \\frac{X^c_i}{10^{-8} + \\lVert X^c_i \\rVert_2}, \\qquad
+        S = \\mathrm{clamp}(\\hat X \\hat X^\\top, -1, 1)
+
+    (Nøkland & Eidnes 2019, Method: similarity matching loss; their code's
+    ``similarity_matrix``).
+    """
+    xp = array_module(x)
+    n = x.shape[0]
+    if x.ndim == 4 and use_std and x.shape[1] > 3 and x.shape[2] > 1:
+        z = x.reshape(n, x.shape[1], -1)  # (n, c, h*w)
+        s = z.std(axis=2, ddof=1)  # (n, c)
+        X = s
+    elif x.ndim in (2, 4):
+        z = s = None
+        X = x.reshape(n, -1)  # (n, d)
+    else:
+        raise ValueError(f"similarity_matrix_forward: x must be 2-D or 4-D, got shape {x.shape}")
+    Xc = X - X.mean(axis=1, keepdims=True)  # (n, d)
+    norm = xp.sqrt((Xc * Xc).sum(axis=1, keepdims=True))  # (n, 1)
+    Xn = Xc / (SIM_EPS + norm)  # (n, d)
+    S = Xn @ Xn.T  # (n, n)
+    inside = (S >= -1) & (S <= 1)
+    xp.clip(S, -1, 1, out=S)
+    return S, SimilarityCache(x.shape, z, s, Xc, norm, Xn, inside)
+
+
+def similarity_matrix_backward(dS, cache):
+    """Gradient of :func:`similarity_matrix_forward` with respect to ``x``.
+
+    Parameters
+    ----------
+    dS : array, shape (n, n)
+        Upstream gradient at ``S``.
+    cache : SimilarityCache
+        From :func:`similarity_matrix_forward`.
+
+    Returns
+    -------
+    dx : array, shape of ``x``
+        Gradient with respect to the forward's input; always finite.
+
+    Notes
+    -----
+    .. math::
+
+        \\delta = dS \\odot 1[-1 \\le \\hat X \\hat X^\\top \\le 1], \\qquad
+        d\\hat X = (\\delta + \\delta^\\top) \\hat X,
+
+        dX^c_i = \\frac{d\\hat X_i}{10^{-8} + \\lVert X^c_i \\rVert}
+            - X^c_i \\frac{\\langle d\\hat X_i, X^c_i \\rangle}
+              {(10^{-8} + \\lVert X^c_i \\rVert)^2 \\lVert X^c_i \\rVert}, \\qquad
+        dX_i = dX^c_i - \\tfrac{1}{d}\\textstyle\\sum_k dX^c_{ik}
+
+    and on the std path :math:`dx_{ikp} = dX_{ik} (x_{ikp} - \\bar x_{ik})
+    / ((N - 1)\\, \\mathrm{std}(x_{ik}))` with ``N = h*w``.
+
+    The clamp passes the gradient where :math:`-1 \\le s_{ij} \\le 1`, as
+    ``torch.clamp`` does. Two points where a formula divides by zero are
+    defined explicitly:
+
+    * **All-zero centred row** (:math:`X^c_i = 0`, e.g. a constant row):
+      the second term of :math:`dX^c_i` is taken as 0, so
+      :math:`dX^c_i = d\\hat X_i / 10^{-8}`. This is the true derivative:
+      :math:`v \\mapsto v / (10^{-8} + \\lVert v \\rVert)` is differentiable
+      at 0 with Jacobian :math:`I / 10^{-8}` (the norm enters only at second
+      order). The value is finite but large. Torch autograd gives NaN there.
+    * **Zero-variance feature map** (std 0): the square root has no
+      derivative at 0; the gradient through that map is defined as 0, a
+      subgradient of the (norm-like) std at 0 and what central differences
+      give. Torch 2.x gives 0 there as well.
+    """
+    xp = array_module(dS)
+    x_shape, z, s, Xc, norm, Xn, inside = cache
+    delta = dS * inside  # (n, n)
+    dXn = (delta + delta.T) @ Xn  # (n, d)
+    den = SIM_EPS + norm  # (n, 1)
+    proj = (dXn * Xc).sum(axis=1, keepdims=True)  # (n, 1)
+    safe_norm = xp.where(norm > 0, norm, 1)
+    coef = xp.where(norm > 0, proj / (den * den * safe_norm), 0)  # (n, 1)
+    dX = dXn / den - Xc * coef  # dXc, (n, d)
+    dX -= dX.mean(axis=1, keepdims=True)  # through the centring
+    if z is None:
+        return dX.reshape(x_shape)
+    m = z.shape[2]  # spatial positions N
+    safe_s = xp.where(s > 0, s, 1)
+    ds_coef = xp.where(s > 0, dX / ((m - 1) * safe_s), 0)  # (n, c)
+    dz = z - z.mean(axis=2, keepdims=True)  # (n, c, h*w), centred maps
+    dz *= ds_coef[:, :, None]
+    return dz.reshape(x_shape)
+
+
+def sim_loss(R_h, R_y):
+    """Similarity matching loss, mean over the ``n x n`` entries (``F.mse_loss``).
+
+    Parameters
+    ----------
+    R_h : array, shape (n, n)
+        Similarity matrix of the (transformed) hidden activation.
+    R_y : array, shape (n, n)
+        Similarity matrix of the labels (or of their projection ``P y``); a
+        target: no gradient is returned for it.
+
+    Returns
+    -------
+    loss : 0-d array
+        ``mean((R_h - R_y)^2)``.
+    dR_h : array, shape (n, n)
+        ``2 (R_h - R_y) / n^2``.
+
+    Notes
+    -----
+    .. math::
+
+        L_\\mathrm{sim} = \\frac{1}{n^2} \\lVert R_h - R_y \\rVert_F^2, \\qquad
+        \\frac{\\partial L_\\mathrm{sim}}{\\partial R_h} = \\frac{2}{n^2}(R_h - R_y)
+
+    (Nøkland & Eidnes 2019, Method: similarity matching loss).
+    """
+    if R_y.shape != R_h.shape:
+        raise ValueError(f"sim_loss: R_y must have R_h's shape {R_h.shape}, got {R_y.shape}")
+    diff = R_h - R_y  # (n, n)
+    loss = (diff * diff).mean()
+    diff *= 2 / diff.size
+    return loss, diff
