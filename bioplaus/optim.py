@@ -153,6 +153,8 @@ def step(params, grads, state, lr, cfg):
             continue
         if name not in state["step"]:
             raise KeyError(f"parameter {name!r} has no optimizer state; add it with init_state")
+        if g.shape != p.shape:
+            raise ValueError(f"gradient of {name!r} has shape {g.shape}, the parameter {p.shape}")
         state["step"][name] += 1
         if cfg.name == "sgd":
             _sgd(p, g, state, name, lr, cfg)
@@ -193,7 +195,9 @@ def _adam(p, g, state, name, lr, cfg):
 def _sgd(p, g, state, name, lr, cfg):
     xp = array_module(p)
     if cfg.weight_decay != 0:
-        g = g + cfg.weight_decay * p  # temporary 1
+        g_wd = p * cfg.weight_decay  # temporary 1
+        g_wd += g
+        g = g_wd  # g + weight_decay * p
     if cfg.momentum != 0:
         b = state["momentum_buffer"][name]
         if state["step"][name] == 1:

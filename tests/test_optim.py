@@ -167,6 +167,8 @@ def test_config_validation():
     state = init_state(params, OptimConfig("adam"))
     with pytest.raises(ValueError, match="amsgrad"):
         step(params, {"W": np.ones(3)}, state, 0.1, OptimConfig("amsgrad"))
+    with pytest.raises(ValueError, match="shape"):
+        step(params, {"W": np.ones((3, 1))}, state, 0.1, OptimConfig("adam"))
 
 
 def test_lr_schedule_fashion_mnist_milestones():
