@@ -1,0 +1,129 @@
+"""A block's parameters and its forward/backward through the ops: wiring, no new math.
+
+A hidden block computes (Nøkland & Eidnes 2019, Sec. 3)::
+
+    a = encoder(x)          conv 3x3 pad 1 (or 7x7 s2 p3) | linear
+    z = bn(a)               batch norm, batch statistics in training
+    h = f(z)                ReLU | LeakyReLU(0.01)         <- local losses read h
+    h_d = dropout(h)        inverted; whole channels for conv
+    out = maxpool(h_d)      only where the net has an 'M' after the block
+
+Parameter names are the reference ``state_dict``'s: ``<block>.encoder.weight``,
+``<block>.encoder.bias``, ``<block>.bn.weight``, ``<block>.bn.bias`` and the
+buffers ``<block>.bn.running_mean`` / ``running_var``.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from bioplaus import backend
+from bioplaus.ops import act as act_ops
+from bioplaus.ops import conv as conv_ops
+from bioplaus.ops import dropout as drop_ops
+from bioplaus.ops import linear as lin_ops
+from bioplaus.ops import norm as norm_ops
+from bioplaus.ops import pool as pool_ops
+
+
+def init_uniform(xp, seed: int, name: str, shape, fan_in: int, dtype):
+    """PyTorch's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), keyed by name."""
+    return backend.uniform(xp, seed, "init." + name, 0, shape, 1.0 / math.sqrt(fan_in), dtype)
+
+
+def init_block(spec, xp, seed: int, dtype) -> tuple[dict, dict]:
+    """Encoder and batch-norm parameters of a block, and its running statistics."""
+    fan_in = int(np.prod(spec.encoder_shape[1:]))
+    p = f"{spec.name}."
+    params = {
+        p + "encoder.weight": init_uniform(xp, seed, p + "encoder.weight", spec.encoder_shape, fan_in, dtype),
+        p + "encoder.bias": init_uniform(xp, seed, p + "encoder.bias", (spec.n_out,), fan_in, dtype),
+        p + "bn.weight": xp.ones(spec.n_out, dtype=dtype),
+        p + "bn.bias": xp.zeros(spec.n_out, dtype=dtype),
+    }
+    buffers = {
+        p + "bn.running_mean": xp.zeros(spec.n_out, dtype=dtype),
+        p + "bn.running_var": xp.ones(spec.n_out, dtype=dtype),
+    }
+    return params, buffers
+
+
+class BlockCache(NamedTuple):
+    x_shape: tuple
+    enc: object
+    bn: object
+    act: object
+    drop: object
+    pool: object
+
+
+def block_forward(spec, params, buffers, x, *, training: bool, mask, nonlin: str,
+                  bn_momentum: float = 0.1, bn_eps: float = 1e-5):
+    """Forward one block.
+
+    Parameters
+    ----------
+    x : array (n, c, h, w) or (n, d)
+    mask : dropout mask from :func:`bioplaus.ops.dropout.dropout_mask` or None
+    Returns
+    -------
+    out : array, the block's output (dropped out, pooled), fed to the next block
+    h : array, the activation before dropout, read by the local losses
+    cache : BlockCache
+    new_buffers : dict of updated running statistics (training) or the old ones
+    """
+    p = f"{spec.name}."
+    x_shape = x.shape
+    if spec.flatten_in:
+        x = x.reshape(x.shape[0], -1)  # (n, c*h*w)
+    W, b = params[p + "encoder.weight"], params[p + "encoder.bias"]
+    if spec.kind == "conv":
+        a, enc = conv_ops.conv2d_forward(x, W, b, stride=spec.stride, pad=spec.pad)
+    else:
+        a, enc = lin_ops.linear_forward(x, W, b)
+    z, bn, rm, rv = norm_ops.batchnorm_forward(
+        a, params[p + "bn.weight"], params[p + "bn.bias"], buffers[p + "bn.running_mean"],
+        buffers[p + "bn.running_var"], training, momentum=bn_momentum, eps=bn_eps)
+    f_fwd, _ = act_ops.activation(nonlin)
+    h, act = f_fwd(z)
+    h_d, drop = drop_ops.dropout_forward(h, mask)
+    pool = None
+    out = h_d
+    if spec.pool:
+        out, pool = pool_ops.maxpool2d_forward(h_d, 2, 2)
+    new_buffers = {p + "bn.running_mean": rm, p + "bn.running_var": rv}
+    return out, h, BlockCache(x_shape, enc, bn, act, drop, pool), new_buffers
+
+
+def block_backward_to_h(d_out, cache: BlockCache):
+    """Carry the error from the block's output back to ``h``: through the
+    max-pool (to the winner) and the dropout mask of the forward pass."""
+    d = d_out
+    if cache.pool is not None:
+        d = pool_ops.maxpool2d_backward(d, cache.pool)
+    return drop_ops.dropout_backward(d, cache.drop)
+
+
+def block_backward_from_h(spec, dh, cache: BlockCache, nonlin: str, *, B=None, need_dx=True):
+    """Carry the error from ``h`` through f', batch norm and the encoder.
+
+    ``B`` is the matrix that carries the error across the encoder to the
+    block's input: None for the encoder's own ``W`` (backprop), a fixed
+    random matrix for feedback alignment. Returns ``(dx, grads)``; ``dx``
+    has the shape of the block's input (None when ``need_dx`` is False).
+    """
+    p = f"{spec.name}."
+    _, f_bwd = act_ops.activation(nonlin)
+    dz = f_bwd(dh, cache.act)
+    da, dgamma, dbeta = norm_ops.batchnorm_backward(dz, cache.bn)
+    if spec.kind == "conv":
+        dx, dW, db = conv_ops.conv2d_backward(da, cache.enc, B=B, need_dx=need_dx)
+    else:
+        dx, dW, db = lin_ops.linear_backward(da, cache.enc, B=B, need_dx=need_dx)
+    if dx is not None and dx.shape != cache.x_shape:
+        dx = dx.reshape(cache.x_shape)  # undo the flatten of the input
+    grads = {p + "encoder.weight": dW, p + "encoder.bias": db,
+             p + "bn.weight": dgamma, p + "bn.bias": dbeta}
+    return dx, grads

@@ -1,0 +1,142 @@
+"""`bioplaus train` and `bioplaus eval`."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from bioplaus.config import Config, ConfigError
+from bioplaus.recipes import RecipeError, load_recipe
+
+# option name -> (Config field, type, help)
+_OPTS = [
+    ("--rule", "rule", str, "Learning rule (see `bioplaus rules`). [predsim]"),
+    ("--net", "net", str, "Network (see `bioplaus nets`). [vgg8b]"),
+    ("--dataset", "dataset", str, "mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn, stl10. [fashion-mnist]"),
+    ("--num-layers", "num_layers", int, "Fully connected blocks (mlp: 3, vgg: 1)."),
+    ("--num-hidden", "num_hidden", int, "Units per fully connected block. [1024]"),
+    ("--feat-mult", "feat_mult", float, "Multiply conv widths by this. [1]"),
+    ("--nonlin", "nonlin", str, "relu or leakyrelu. [relu]"),
+    ("--dropout", "dropout", float, "Dropout after each nonlinearity (Dropout2d for conv). [0]"),
+    ("--dim-in-decoder", "dim_in_decoder", int, "Max input size of the local decoder (pred, predsim, -bio). [4096]"),
+    ("--beta", "beta", float, "Weight of sim in predsim(-bio). [0.99]"),
+    ("--target-proj-size", "target_proj_size", int, "Size of the label projection P (-bio). [128]"),
+    ("--frc-loss", "frc_loss", str, "frc-* local loss: ce or hinge. [ce]"),
+    ("--batch-size", "batch_size", int, "[128]"),
+    ("--epochs", "epochs", int, "[400]"),
+    ("--lr", "lr", float, "Initial learning rate. [5e-4]"),
+    ("--lr-decay-fact", "lr_decay_fact", float, "Learning-rate factor at each milestone. [0.25]"),
+    ("--optim", "optim", str, "adam, amsgrad or sgd. [adam]"),
+    ("--momentum", "momentum", float, "SGD momentum. [0]"),
+    ("--weight-decay", "weight_decay", float, "[0]"),
+    ("--classes-per-batch", "classes_per_batch", int, "Aim for this many classes per batch (0: random). [0]"),
+    ("--classes-per-batch-until-epoch", "classes_per_batch_until_epoch", int, "Use that sampler until this epoch (0: always). [0]"),
+    ("--length", "length", int, "Cutout hole side in pixels. [16]"),
+    ("--val-size", "val_size", int, "Hold this many training examples out and evaluate on them instead of the test set. [0]"),
+    ("--train-subset", "train_subset", int, "Train on a seeded random subset of this size (smoke runs). [all]"),
+    ("--test-subset", "test_subset", int, "Evaluate on a seeded random subset of this size. [all]"),
+    ("--max-steps", "max_steps", int, "Stop after this many training steps in all (smoke runs). [no limit]"),
+    ("--data-dir", "data_dir", str, "Dataset cache directory (also $BIOPLAUS_DATA)."),
+    ("--seed", "seed", int, "[1]"),
+    ("--device", "device", str, "cpu (NumPy) or gpu (CuPy). [cpu]"),
+]
+
+
+def _add_options(f):
+    for opt, _, typ, help_ in reversed(_OPTS):
+        f = click.option(opt, type=typ, default=None, help=help_)(f)
+    f = click.option("--lr-decay-milestones", type=str, default=None,
+                     help="Comma-separated epochs where the lr decays. [200,300,350,375]")(f)
+    f = click.option("--cutout/--no-cutout", default=None, help="Cutout regularisation.")(f)
+    return f
+
+
+def build_config(recipe, overrides: dict) -> Config:
+    base = load_recipe(recipe).config if recipe else {}
+    d = dict(base)
+    for _, field, _, _ in _OPTS:
+        if overrides.get(field) is not None:
+            d[field] = overrides[field]
+    if overrides.get("lr_decay_milestones") is not None:
+        txt = overrides["lr_decay_milestones"].strip()
+        try:
+            d["lr_decay_milestones"] = tuple(int(t) for t in txt.split(",") if t.strip())
+        except ValueError:
+            raise ConfigError(f"--lr-decay-milestones must be comma-separated integers, got {txt!r}") from None
+    if overrides.get("cutout") is not None:
+        d["cutout"] = overrides["cutout"]
+    return Config.from_dict(d)
+
+
+def _errors():
+    from bioplaus.backend import BackendError
+    from bioplaus.data.registry import DataError
+    from bioplaus.io import CheckpointError
+    from bioplaus.nets import NetError
+    from bioplaus.rules.registry import RuleError
+
+    return (ConfigError, RecipeError, BackendError, DataError, CheckpointError, NetError, RuleError)
+
+
+@click.command()
+@click.option("--recipe", type=click.Path(dir_okay=False), default=None,
+              help="A recipe file (runs/*.toml): its options are the defaults, options given here override them.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Run directory for checkpoint.h5, log.h5, train.log. [out/<dataset>-<net>-<rule>]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--checkpoint-every", type=float, default=300.0, show_default=True,
+              help="Seconds between mid-epoch checkpoints.")
+@_add_options
+def train(recipe, out_dir, resume, no_progress, checkpoint_every, **opts):
+    """Train a net with a learning rule.
+
+    Example: bioplaus train --rule pred-bio --net vgg8b --dataset fashion-mnist
+    """
+    from bioplaus.rules.registry import RULES
+    from bioplaus.train import Interrupted, Trainer, TrainingDiverged
+
+    try:
+        cfg = build_config(recipe, opts)
+        if cfg.rule not in RULES:
+            raise ConfigError(f"unknown rule {cfg.rule!r}; known rules: {', '.join(RULES)}")
+        out_dir = out_dir or os.path.join("out", f"{cfg.dataset}-{cfg.net}-{cfg.rule}")
+        trainer = Trainer(cfg, out_dir, resume=resume, log=click.echo, progress=not no_progress,
+                          checkpoint_every_s=checkpoint_every)
+        click.echo(f"bioplaus train: {cfg.rule} on {cfg.net} ({trainer.model.param_count():,} "
+                   f"trained parameters incl. local heads), {cfg.dataset}, device {cfg.device}, "
+                   f"out {out_dir}")
+        rec = trainer.run()
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    except TrainingDiverged as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(3)
+    except Interrupted as exc:
+        click.echo(f"\n{exc}", err=True)
+        sys.exit(130)
+    if rec:
+        click.echo(f"final {rec['eval_split']} error: {rec['test_error']:.2f}% "
+                   f"(epoch {rec['epoch']}, {rec['steps']} steps, {rec['wall_s']:.0f}s)")
+
+
+@click.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=True))
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--data-dir", default=None, help="Dataset cache directory.")
+def eval_cmd(checkpoint, device, data_dir):
+    """Evaluate a checkpoint: the early-exit table (error and MACs at every exit)."""
+    from bioplaus.evaluate import evaluate, exit_table
+    from bioplaus.runner import load_model_from_checkpoint
+
+    try:
+        model, data = load_model_from_checkpoint(checkpoint, device=device, data_dir=data_dir)
+        res = evaluate(model, data.eval_batches(), data.eval_split)
+    except _errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    cfg = model.cfg
+    click.echo(f"{cfg.rule} on {cfg.net}, {cfg.dataset} {res['split']} set ({res['examples']} examples)")
+    click.echo(f"{'exit':<36} {'error %':>8} {'MMACs/example':>14}")
+    for row in exit_table(model, res):
+        click.echo(f"{row['exit']:<36} {row['error']:8.2f} {row['macs'] / 1e6:14.2f}")

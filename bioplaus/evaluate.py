@@ -1,0 +1,69 @@
+"""Evaluation: the output layer's error and every local classifier's (early-exit) error.
+
+Mostafa et al. (2018, Sec. 4) read every layer's local classifier as an
+early exit: error at each depth against the compute spent to reach it.
+:func:`exit_table` gives those rows, with multiply-accumulates per example.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bioplaus import losses
+from bioplaus.rules.step import evaluate_batch
+
+
+def evaluate(model, batches, split: str = "test") -> dict:
+    """Error (%) and mean loss of the output layer, and each block's exit error.
+
+    ``batches`` yields (x, y) on the model's device. Running statistics,
+    no dropout. ``exit_errors[i]`` is None for a block without a classifier.
+    """
+    n = 0
+    correct = 0
+    loss_sum = 0.0
+    exit_correct = None
+    for x, y in batches:
+        logits, exits = evaluate_batch(model, x)
+        L, _ = losses.softmax_cross_entropy(logits, y)
+        m = int(y.shape[0])
+        loss_sum += float(L) * m
+        correct += int((logits.argmax(axis=1) == y).sum())
+        if exit_correct is None:
+            exit_correct = [0 if e is not None else None for e in exits]
+        for i, e in enumerate(exits):
+            if e is not None:
+                exit_correct[i] += int((e == y).sum())
+        n += m
+    n = max(n, 1)
+    scale = (1.0 - model.beta) if model.rule.uses_beta else 1.0  # as the reference prints it
+    return {"split": split, "examples": n, "loss": scale * loss_sum / n,
+            "error": 100.0 * (1 - correct / n),
+            "exit_errors": [None if c is None else 100.0 * (1 - c / n)
+                            for c in (exit_correct or [None] * len(model.spec.blocks))]}
+
+
+def head_macs(model, i: int) -> int:
+    """Multiply-accumulates per example of block i's local classifier."""
+    b = model.spec.blocks[i]
+    C = model.spec.num_classes
+    if model.rule.frc:
+        return C * int(np.prod(b.out_shape))
+    if model.rule.pred:
+        return model.params[f"{b.name}.decoder_y.weight"].shape[0] * model.heads[i].dim_in
+    return 0
+
+
+def exit_table(model, result: dict) -> list[dict]:
+    """Rows (exit, error %, MACs per example to reach it) for every exit and the output."""
+    rows = []
+    cum = 0
+    for i, b in enumerate(model.spec.blocks):
+        cum += b.macs
+        err = result["exit_errors"][i]
+        if err is not None:
+            rows.append({"exit": f"{b.name} (block {i})", "error": err,
+                         "macs": cum + head_macs(model, i)})
+    out_macs = cum + model.spec.out_in * model.spec.num_classes
+    rows.append({"exit": f"{model.spec.out_name} (output)", "error": result["error"],
+                 "macs": out_macs})
+    return rows

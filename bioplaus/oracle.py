@@ -1,0 +1,77 @@
+"""The gradient oracle: one training step's exact updates, in float64, to a file.
+
+For a rule, a net, a seed and a batch, :func:`compute_oracle` builds the
+model in float64 with dropout off, runs one step of the rule and collects,
+without applying them, the update directions (gradients) of every
+parameter. :func:`write_oracle` stores them with everything needed to
+reproduce them elsewhere (see ``docs/oracle.md`` for the layout):
+
+* ``input/x`` (n, c, h, w) float64, normalised; ``input/y`` (n,) int64
+* ``params/<name>``  every trainable parameter before the step
+* ``buffers/<name>`` batch-norm running statistics before the step
+* ``fixed/<name>``   every fixed random matrix (B, P, M, K)
+* ``grads/<name>``   the rule's update direction for every parameter
+  (the gradient of the rule's objective where it has one)
+
+Names and layouts are the papers' PyTorch reference ``state_dict``'s.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bioplaus import __version__, backend
+from bioplaus.model import build_model
+from bioplaus.rules.step import step_updates
+
+
+def compute_oracle(cfg, x, y, num_classes: int) -> dict:
+    """Run one float64 step of ``cfg.rule`` on (x, y) and return every array."""
+    cfg = cfg.replace(dropout=0.0, dtype="float64")
+    xp = np
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    model = build_model(cfg, x.shape[1:], num_classes, xp=xp, dtype=np.float64)
+    params = {k: v.copy() for k, v in model.params.items()}
+    buffers = {k: v.copy() for k, v in model.buffers.items()}
+    masks = [None] * len(model.spec.blocks)
+    grads, losses = {}, {}
+    for upd in step_updates(model, x, y, masks):
+        for k, v in upd.grads.items():
+            if v is not None:
+                grads[k] = np.asarray(v)
+        for k, v in upd.stats.items():
+            if isinstance(v, float):
+                losses[f"{upd.group}.{k}"] = v
+    missing = sorted(set(model.params) - set(grads))
+    return {"x": x, "y": y, "params": params, "buffers": buffers,
+            "fixed": {k: backend.to_numpy(v) for k, v in model.fixed.items()},
+            "grads": grads, "losses": losses, "no_update": missing, "model": model}
+
+
+def oracle_attrs(cfg, result) -> dict:
+    import json
+
+    return {"rule": cfg.rule, "net": cfg.net, "dataset": cfg.dataset, "seed": int(cfg.seed),
+            "batch_size": int(result["x"].shape[0]), "bioplaus_version": __version__,
+            "config": cfg.replace(dropout=0.0, dtype="float64").to_json(),
+            "losses": json.dumps(result["losses"], sort_keys=True),
+            "params_without_update": json.dumps(result["no_update"])}
+
+
+def compare(a: dict, b: dict) -> list[tuple[str, float]]:
+    """Largest relative error per parameter between two oracle files' grads.
+
+    ``rel = max|a - b| / max(max|a|, max|b|)``; a parameter present in only
+    one file, or with another shape, gives ``inf``.
+    """
+    ga, gb = a.get("grads", {}), b.get("grads", {})
+    rows = []
+    for name in sorted(set(ga) | set(gb)):
+        if name not in ga or name not in gb or ga[name].shape != gb[name].shape:
+            rows.append((name, float("inf")))
+            continue
+        u, v = np.asarray(ga[name], np.float64), np.asarray(gb[name], np.float64)
+        scale = max(np.abs(u).max(initial=0.0), np.abs(v).max(initial=0.0))
+        err = 0.0 if scale == 0.0 else float(np.abs(u - v).max() / scale)
+        rows.append((name, err))
+    return rows

@@ -1,0 +1,68 @@
+r"""Global rules: one output error sent down the whole net.
+
+* ``backprop``: the error crosses each encoder through its own ``W``
+  (weight transport).
+* ``fa`` (feedback alignment; the baseline of Mostafa et al. 2018): the
+  error crosses each encoder, and the output layer, through a fixed random
+  ``B`` of ``W``'s shape, with each layer's exact activation derivative,
+  batch norm, max-pool routing to the winner and the forward dropout masks.
+* ``glob+sim`` (Nøkland & Eidnes 2019, Table 9): backprop of the output
+  cross-entropy plus every block's sim loss; nothing is detached, so each
+  sim loss's error also flows into the blocks below.
+"""
+from __future__ import annotations
+
+from bioplaus import losses
+from bioplaus.blocks import block_backward_from_h, block_backward_to_h
+from bioplaus.ops import linear as lin_ops
+from bioplaus.rules.local import sim_loss_learned
+
+
+def global_updates(model, x, y, Y, masks, *, training=True):
+    r"""Gradients of every parameter for one batch under a global rule.
+
+    Returns ``(grads, logits, stats)``; ``stats`` holds the global loss and,
+    for glob+sim, each block's sim loss.
+
+    Notes
+    -----
+    Backward recursion from the top, with :math:`B_l = W_l` (backprop) or a
+    fixed random matrix (fa): :math:`\delta_L = (\mathrm{softmax}(z) - Y)/n`,
+    :math:`dh_l = \mathrm{route}_{pool, mask}(B_{l+1}^T \delta_{l+1})
+    [+ \partial L_{sim,l} / \partial h_l]`.
+    """
+    from bioplaus.rules.step import forward_block  # local import: step uses this module
+
+    rule = model.rule
+    spec = model.spec
+    fa = rule.feedback == "B"
+    caches, hs = [], []
+    a = x
+    for i, b in enumerate(spec.blocks):
+        a, h, cache = forward_block(model, b, a, masks[i], training)
+        caches.append(cache)
+        hs.append(h)
+    o = spec.out_name + "."
+    f = a.reshape(a.shape[0], -1)  # (n, out_in)
+    logits, lin = lin_ops.linear_forward(f, model.params[o + "weight"], model.params[o + "bias"])
+    L, dlogits = losses.softmax_cross_entropy(logits, y)
+    stats = {"loss_global": float(L), "blocks": []}
+    df, dW, db = lin_ops.linear_backward(dlogits, lin, B=model.fixed[o + "weight_fa"] if fa else None)
+    grads = {o + "weight": dW, o + "bias": db}
+    d = df.reshape(a.shape)
+    sim_stats = [0.0] * len(spec.blocks)
+    for i in range(len(spec.blocks) - 1, -1, -1):
+        b = spec.blocks[i]
+        p = f"{b.name}."
+        dh = block_backward_to_h(d, caches[i])
+        if rule.sim:
+            name = "conv_loss.weight" if b.kind == "conv" else "linear_loss.weight"
+            Ls, g, dh_s = sim_loss_learned(hs[i], Y, model.params[p + name], b.kind)
+            grads.update({p + k: v for k, v in g.items()})
+            dh = dh + dh_s
+            sim_stats[i] = Ls
+        B = model.fixed[p + "encoder.weight_fa"] if fa else None
+        d, g = block_backward_from_h(b, dh, caches[i], model.nonlin, B=B, need_dx=i > 0)
+        grads.update(g)
+    stats["blocks"] = [{"loss_sim": s} for s in sim_stats]
+    return grads, logits, stats

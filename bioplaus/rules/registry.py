@@ -1,0 +1,114 @@
+"""The registry: every ``--rule`` name, its family, heads and one-line equation.
+
+The CLI (`bioplaus rules`), the docs pages in ``rules/`` and the training
+loop are all driven from :data:`RULES`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """What a rule is.
+
+    ``family``: 'local' (Nøkland & Eidnes' detached local losses), 'global'
+    (one error sent down the whole net) or 'frc' (Mostafa et al.'s fixed
+    random classifiers). ``pred``/``sim``/``bio`` say which local losses a
+    local rule uses; ``feedback`` names the matrix that carries errors
+    backwards (``W``, ``B``, ``K``). ``zero_out_init``: the output layer's
+    weight starts at zero (the reference does so for every non-backprop run).
+    ``functions`` are the functions the rule's page cites.
+    """
+
+    name: str
+    family: str
+    summary: str
+    source: str
+    pred: bool = False
+    sim: bool = False
+    bio: bool = False
+    frc: str = ""
+    feedback: str = "W"
+    zero_out_init: bool = True
+    uses_beta: bool = False
+    functions: tuple = ()
+
+
+_LOCAL_FNS = ("bioplaus.rules.local.local_block_update",
+              "bioplaus.rules.step.local_updates")
+_PRED_FNS = ("bioplaus.rules.local.pred_loss",)
+_SIM_FNS = ("bioplaus.rules.local.sim_loss_learned",)
+_PREDBIO_FNS = ("bioplaus.rules.local.pred_bio_loss",)
+_SIMBIO_FNS = ("bioplaus.rules.local.sim_bio_loss",)
+_COMMON = ("bioplaus.losses.similarity_matrix_forward", "bioplaus.losses.sim_loss")
+
+_LIST = [
+    RuleInfo("backprop", "global",
+             r"dW_l = dL/dW_l, L = CE(Y, W_out h_L): one global error, sent down through W^T",
+             "standard backpropagation (baseline of both papers)",
+             zero_out_init=False,
+             functions=("bioplaus.rules.global_.global_updates", "bioplaus.blocks.block_backward_from_h")),
+    RuleInfo("fa", "global",
+             r"delta_l = (B_{l+1} delta_{l+1}) * f'(a_l): the error crosses fixed random B, not W^T",
+             "feedback alignment (Lillicrap et al. 2016), baseline of Mostafa et al. 2018, Sec. 4",
+             feedback="B", zero_out_init=False,
+             functions=("bioplaus.rules.global_.global_updates", "bioplaus.feedback.fa_matrix")),
+    RuleInfo("pred", "local", r"L_pred = CE(Y, W^T pool(H)) per block, detached",
+             "Nøkland & Eidnes 2019, Sec. 3 (prediction loss)", pred=True,
+             functions=_LOCAL_FNS + _PRED_FNS + ("bioplaus.losses.softmax_cross_entropy",)),
+    RuleInfo("sim", "local", r"L_sim = ||S(NN(H)) - S(Y)||_F^2 / n^2 per block, detached",
+             "Nøkland & Eidnes 2019, Sec. 3 (similarity matching loss)", sim=True,
+             functions=_LOCAL_FNS + _SIM_FNS + _COMMON),
+    RuleInfo("predsim", "local", r"L = (1-beta) L_pred + beta L_sim, beta = 0.99",
+             "Nøkland & Eidnes 2019, Sec. 3 (predsim)", pred=True, sim=True, uses_beta=True,
+             functions=_LOCAL_FNS + _PRED_FNS + _SIM_FNS + _COMMON),
+    RuleInfo("pred-bio", "local",
+             r"L = BCE(1[P y > 0], W^T pool(H)); the error reaches H through fixed B, not W",
+             "Nøkland & Eidnes 2019, Sec. 3.3 (biologically plausible pred)",
+             pred=True, bio=True, feedback="B",
+             functions=_LOCAL_FNS + _PREDBIO_FNS + ("bioplaus.losses.bce_with_logits",
+                                                   "bioplaus.feedback.label_projection",
+                                                   "bioplaus.feedback.bio_decoder_feedback")),
+    RuleInfo("sim-bio", "local", r"L = ||S(pool(H)) - S(P Y)||_F^2 / n^2, no learned NN",
+             "Nøkland & Eidnes 2019, Sec. 3.3 (biologically plausible sim)", sim=True, bio=True,
+             functions=_LOCAL_FNS + _SIMBIO_FNS + _COMMON + ("bioplaus.feedback.label_projection",)),
+    RuleInfo("predsim-bio", "local", r"L = (1-beta) pred-bio + beta sim-bio (recipes: beta = 0.01)",
+             "Nøkland & Eidnes 2019, Sec. 3.3", pred=True, sim=True, bio=True, feedback="B",
+             uses_beta=True,
+             functions=_LOCAL_FNS + _PREDBIO_FNS + _SIMBIO_FNS + _COMMON),
+    RuleInfo("glob+sim", "global",
+             r"L = CE(Y, W_out h_L) + sum_l L_sim,l; nothing detached",
+             "Nøkland & Eidnes 2019, Table 9 (reference: sim with --no-detach)", sim=True,
+             functions=("bioplaus.rules.global_.global_updates",) + _SIM_FNS + _COMMON),
+    RuleInfo("frc-sym", "frc", r"y_l = M_l h_l; delta_l = (M_l^T e_l) * f'(a_l)",
+             "Mostafa, Ramesh & Cauwenberghs 2018, Sec. 3 (symmetric feedback)", frc="sym",
+             feedback="K",
+             functions=("bioplaus.rules.frc.frc_block_update", "bioplaus.feedback.frc_classifier",
+                        "bioplaus.feedback.frc_feedback")),
+    RuleInfo("frc-sign", "frc", r"delta_l = (K_l e_l) * f'(a_l), sign(K_l) = sign(M_l^T), random |K_l|",
+             "Mostafa, Ramesh & Cauwenberghs 2018, Sec. 3 (sign-concordant feedback)", frc="sign",
+             feedback="K",
+             functions=("bioplaus.rules.frc.frc_block_update", "bioplaus.feedback.frc_feedback")),
+    RuleInfo("frc-random", "frc", r"delta_l = (K_l e_l) * f'(a_l), K_l independent of M_l",
+             "Mostafa, Ramesh & Cauwenberghs 2018, Sec. 3 (random feedback: fails to learn)",
+             frc="random", feedback="K",
+             functions=("bioplaus.rules.frc.frc_block_update", "bioplaus.feedback.frc_feedback")),
+    RuleInfo("frc-trainable", "frc", r"y_l = M_l h_l with M_l learned too; delta_l = (M_l^T e_l) * f'(a_l)",
+             "Mostafa, Ramesh & Cauwenberghs 2018, Sec. 4 (trainable local classifiers)",
+             frc="trainable",
+             functions=("bioplaus.rules.frc.frc_block_update", "bioplaus.feedback.frc_classifier")),
+]
+
+RULES = {r.name: r for r in _LIST}
+
+
+class RuleError(ValueError):
+    """Unknown rule or an option that does not apply to the rule."""
+
+
+def get_rule(name: str) -> RuleInfo:
+    try:
+        return RULES[name]
+    except KeyError:
+        raise RuleError(f"unknown rule {name!r}; known rules: {', '.join(RULES)}") from None

@@ -1,0 +1,282 @@
+"""The training loop: per batch, each block forward, its rule's update, its own
+optimizer step; the detached output goes on to the next block; output layer last.
+
+Runs are resumable and exact: the order of examples is a function of
+(seed, epoch), augmentation of (seed, epoch, batch), dropout masks of
+(seed, block, step), so a checkpoint needs only the arrays (parameters,
+running statistics, optimizer moments), the position (epoch, batch, step)
+and the current epoch's running sums. A run interrupted and resumed equals
+the uninterrupted run bit for bit on the CPU.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import signal
+import subprocess
+import time
+
+import numpy as np
+
+from bioplaus import backend, optim
+from bioplaus.config import Config, differences, validate
+from bioplaus.evaluate import evaluate
+from bioplaus.io import CheckpointError, load_checkpoint, save_checkpoint, save_log
+from bioplaus.model import build_model
+from bioplaus.progress import Progress
+from bioplaus.rules.registry import get_rule
+from bioplaus.rules.step import dropout_masks, step_updates
+from bioplaus.trainer_data import TrainData
+
+CHECKPOINT = "checkpoint.h5"
+LOG = "log.h5"
+TEXT_LOG = "train.log"
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the message names the layer and step."""
+
+
+class Interrupted(RuntimeError):
+    """Ctrl-C: a checkpoint was written and the run can be resumed."""
+
+
+def machine_description(xp) -> str:
+    if xp is np:
+        return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    dev = xp.cuda.Device()
+    props = xp.cuda.runtime.getDeviceProperties(dev.id)
+    return "GPU: " + props["name"].decode()
+
+
+def git_commit() -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _optim_config(cfg: Config) -> optim.OptimConfig:
+    return optim.OptimConfig(name=cfg.optim, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def check_rule_options(cfg: Config) -> None:
+    """Refuse options that do not apply to the chosen rule (clear errors)."""
+    from bioplaus.config import ConfigError
+
+    rule = get_rule(cfg.rule)
+    default = Config()
+    if not rule.uses_beta and cfg.beta != default.beta:
+        raise ConfigError(f"--beta applies only to predsim and predsim-bio, not to {cfg.rule}")
+    if not rule.frc and cfg.frc_loss != default.frc_loss:
+        raise ConfigError(f"--frc-loss applies only to the frc-* rules, not to {cfg.rule}")
+    if not rule.pred and not rule.bio and cfg.dim_in_decoder != default.dim_in_decoder:
+        raise ConfigError(f"--dim-in-decoder applies only to rules with a local decoder "
+                          f"(pred, predsim and the -bio rules), not to {cfg.rule}")
+    if not rule.bio and cfg.target_proj_size != default.target_proj_size:
+        raise ConfigError(f"--target-proj-size applies only to the -bio rules, not to {cfg.rule}")
+
+
+class Trainer:
+    """Holds a run's model, optimizers, data and position; :meth:`run` trains."""
+
+    def __init__(self, cfg: Config, out_dir: str, *, resume: bool = False, log=print,
+                 progress: bool = True, checkpoint_every_s: float = 300.0):
+        validate(cfg)
+        check_rule_options(cfg)
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.log = log
+        self.show_progress = progress
+        self.checkpoint_every_s = checkpoint_every_s
+        self.xp = backend.get_xp(cfg.device)
+        self.dtype = np.float64 if cfg.dtype == "float64" else np.float32
+        self.data = TrainData(cfg, self.xp, self.dtype)
+        self.model = build_model(cfg, self.data.input_shape, self.data.num_classes,
+                                 xp=self.xp, dtype=self.dtype)
+        self.ocfg = _optim_config(cfg)
+        self.states = {g: optim.init_state(self.model.group_params(g), self.ocfg)
+                       for g in self.model.groups}
+        self.epoch, self.batch, self.step = 1, 0, 0
+        self.history, self.partial = [], {}
+        self.wall_before = 0.0
+        os.makedirs(out_dir, exist_ok=True)
+        ckpt = os.path.join(out_dir, CHECKPOINT)
+        if resume:
+            self._resume(ckpt)
+        elif os.path.exists(ckpt):
+            raise CheckpointError(f"{ckpt} exists: pass --resume to continue that run, "
+                                  "or choose another --out directory")
+
+    # ------------------------------------------------------------------ resume
+    def _resume(self, path: str) -> None:
+        if not os.path.exists(path):
+            raise CheckpointError(f"--resume: {path}: no such file (nothing to resume)")
+        ck = load_checkpoint(path)
+        old = Config.from_dict(ck["config"])
+        diff = differences(old, self.cfg)
+        if diff:
+            raise CheckpointError(f"{path} was written with another configuration; refusing to "
+                                  "resume. Differences:\n  " + "\n  ".join(diff))
+        want = {k: tuple(v.shape) for k, v in self.model.params.items()}
+        got = {k: tuple(np.shape(v)) for k, v in ck["params"].items()}
+        if want != got:
+            extra = sorted(set(got) - set(want))[:5]
+            missing = sorted(set(want) - set(got))[:5]
+            shapes = [k for k in set(want) & set(got) if want[k] != got[k]][:5]
+            raise CheckpointError(f"{path} holds parameters of another net: missing {missing}, "
+                                  f"unexpected {extra}, other shapes {shapes}")
+        xp = self.xp
+        for k, v in ck["params"].items():
+            self.model.params[k][...] = backend.to_device(v, xp, self.dtype)
+        for k, v in ck["buffers"].items():
+            self.model.buffers[k] = backend.to_device(v, xp, self.dtype)
+        for g, st in ck["optim"].items():
+            self.states[g] = optim.load_state_arrays(st, xp)
+        self.epoch, self.batch, self.step = ck["epoch"], ck["batch"], ck["step"]
+        self.history, self.partial = ck["history"], ck["partial"]
+        self.wall_before = float(ck["meta"].get("wall_s", 0.0))
+        self.log(f"resumed {path} at epoch {self.epoch}, batch {self.batch}, step {self.step}")
+
+    def save(self) -> None:
+        meta = {"wall_s": self.wall_before + (time.time() - self.t0),
+                "machine": machine_description(self.xp), "commit": git_commit()}
+        save_checkpoint(os.path.join(self.out_dir, CHECKPOINT), config_json=self.cfg.to_json(),
+                        params=self.model.params, buffers=self.model.buffers,
+                        optim={g: optim.state_arrays(s) for g, s in self.states.items()},
+                        epoch=self.epoch, step=self.step, batch=self.batch,
+                        history=self.history, partial=self.partial, meta=meta)
+        save_log(os.path.join(self.out_dir, LOG), self.history,
+                 {**meta, "config": self.cfg.to_dict()})
+
+    # ------------------------------------------------------------------- train
+    def _train_batch(self, xb, yb, lr) -> None:
+        masks = dropout_masks(self.model, xb.shape[0], self.cfg.dropout, self.cfg.seed, self.step)
+        part = self.partial
+        n = int(xb.shape[0])
+        for upd in step_updates(self.model, xb, yb, masks):
+            st = upd.stats
+            for key in ("loss", "loss_global"):
+                v = st.get(key)
+                if v is not None and not math.isfinite(v):
+                    raise TrainingDiverged(
+                        f"non-finite {key} ({v}) in layer {upd.group} at step {self.step} "
+                        f"(epoch {self.epoch}, batch {self.batch}); the last good checkpoint "
+                        f"in {self.out_dir} is kept — lower --lr or check the data")
+            optim.step(self.model.group_params(upd.group), upd.grads, self.states[upd.group], lr, self.ocfg)
+            acc = part.setdefault(upd.group, {})
+            for k, v in st.items():
+                if v is not None:
+                    acc[k] = acc.get(k, 0.0) + float(v) * (1 if k == "correct" else n)
+        part["_n"] = part.get("_n", 0) + n
+
+    def _epoch_record(self, lr: float, eval_res: dict, wall: float) -> dict:
+        part = self.partial
+        n = max(part.get("_n", 0), 1)
+        out = self.model.spec.out_name
+        rec = {"epoch": self.epoch, "lr": lr, "steps": self.step, "wall_s": wall,
+               "train_examples": part.get("_n", 0),
+               "train_loss_global": part.get(out, {}).get("loss_global", 0.0) / n,
+               "train_error": 100.0 * (1 - part.get(out, {}).get("correct", 0.0) / n),
+               "test_loss": eval_res["loss"], "test_error": eval_res["error"],
+               "eval_split": eval_res["split"]}
+        for i, b in enumerate(self.model.spec.blocks):
+            acc = part.get(b.name, {})
+            rec[f"block{i}_loss_pred"] = acc.get("loss_pred", 0.0) / n
+            rec[f"block{i}_loss_sim"] = acc.get("loss_sim", 0.0) / n
+            if "correct" in acc:
+                rec[f"block{i}_train_error"] = 100.0 * (1 - acc["correct"] / n)
+            if eval_res["exit_errors"][i] is not None:
+                rec[f"block{i}_test_error"] = eval_res["exit_errors"][i]
+        return rec
+
+    def _print_epoch(self, rec: dict) -> None:
+        lines = [f"Train epoch={rec['epoch']}, lr={rec['lr']:.2e}, "
+                 f"loss_global={rec['train_loss_global']:.4f}, error={rec['train_error']:.3f}%, "
+                 f"steps={rec['steps']}, wall={rec['wall_s']:.0f}s"]
+        for i, b in enumerate(self.model.spec.blocks):
+            s = (f"  {b.name} ({b.kind} {b.n_in}->{b.n_out}): loss_pred={rec[f'block{i}_loss_pred']:.4f}, "
+                 f"loss_sim={rec[f'block{i}_loss_sim']:.4f}")
+            if f"block{i}_train_error" in rec:
+                s += f", train_error={rec[f'block{i}_train_error']:.3f}%"
+            if f"block{i}_test_error" in rec:
+                s += f", {rec['eval_split']}_error={rec[f'block{i}_test_error']:.3f}%"
+            lines.append(s)
+        lines.append(f"{rec['eval_split'].capitalize()} loss_global={rec['test_loss']:.4f}, "
+                     f"error={rec['test_error']:.3f}%")
+        text = "\n".join(lines)
+        self.log(text)
+        with open(os.path.join(self.out_dir, TEXT_LOG), "a") as f:
+            f.write(text + "\n")
+
+    def run(self) -> dict:
+        """Train until ``cfg.epochs`` (or ``cfg.max_steps``); return the last record."""
+        cfg = self.cfg
+        self.t0 = time.time()
+        last_save = time.time()
+        stop = {"flag": False}
+        prev = None
+        if hasattr(signal, "SIGINT"):
+            def on_int(signum, frame):
+                stop["flag"] = True
+            try:
+                prev = signal.signal(signal.SIGINT, on_int)
+            except ValueError:  # not in the main thread
+                prev = None
+        try:
+            while self.epoch <= cfg.epochs:
+                lr = optim.lr_at_epoch(self.epoch, cfg.lr, cfg.lr_decay_milestones,
+                                       cfg.lr_decay_fact)
+                nb = self.data.batches_per_epoch
+                bar = Progress(nb, f"epoch {self.epoch}/{cfg.epochs}", enabled=self.show_progress,
+                               start=self.batch)
+                for xb, yb in self.data.train_batches(self.epoch, self.batch):
+                    t = time.time()
+                    self._train_batch(xb, yb, lr)
+                    self.batch += 1
+                    self.step += 1
+                    out = self.partial.get(self.model.spec.out_name, {})
+                    n = max(self.partial.get("_n", 1), 1)
+                    bar.update(self.batch, int(xb.shape[0]) / max(time.time() - t, 1e-9),
+                               out.get("loss_global", 0.0) / n)
+                    hit_max = cfg.max_steps and self.step >= cfg.max_steps
+                    if stop["flag"] or hit_max or time.time() - last_save > self.checkpoint_every_s:
+                        if self.batch < nb:
+                            self.save()
+                            last_save = time.time()
+                    if stop["flag"]:
+                        bar.close()
+                        raise Interrupted(f"interrupted at epoch {self.epoch}, batch {self.batch}; "
+                                          f"checkpoint written to {self.out_dir}; continue with "
+                                          "--resume")
+                    if hit_max and self.batch < nb:
+                        bar.close()
+                        return self._finish_partial(lr)
+                bar.close()
+                ev = evaluate(self.model, self.data.eval_batches(), self.data.eval_split)
+                rec = self._epoch_record(lr, ev, self.wall_before + time.time() - self.t0)
+                self.history.append(rec)
+                self._print_epoch(rec)
+                self.epoch += 1
+                self.batch = 0
+                self.partial = {}
+                self.save()
+                last_save = time.time()
+                if cfg.max_steps and self.step >= cfg.max_steps:
+                    break
+            return self.history[-1] if self.history else {}
+        finally:
+            if prev is not None:
+                signal.signal(signal.SIGINT, prev)
+
+    def _finish_partial(self, lr) -> dict:
+        """--max-steps stopped mid-epoch: evaluate and report (not added to history)."""
+        ev = evaluate(self.model, self.data.eval_batches(), self.data.eval_split)
+        rec = self._epoch_record(lr, ev, self.wall_before + time.time() - self.t0)
+        rec["partial_epoch"] = True
+        self._print_epoch(rec)
+        return rec
