@@ -85,7 +85,7 @@ class Trainer:
     """Holds a run's model, optimizers, data and position; :meth:`run` trains."""
 
     def __init__(self, cfg: Config, out_dir: str, *, resume: bool = False, log=print,
-                 progress: bool = True, checkpoint_every_s: float = 300.0):
+                 progress: bool = True, checkpoint_every_s: float = 300.0, on_step=None):
         validate(cfg)
         check_rule_options(cfg)
         self.cfg = cfg
@@ -93,6 +93,7 @@ class Trainer:
         self.log = log
         self.show_progress = progress
         self.checkpoint_every_s = checkpoint_every_s
+        self.on_step = on_step  # called as on_step(trainer) after every step
         self.xp = backend.get_xp(cfg.device)
         self.dtype = np.float64 if cfg.dtype == "float64" else np.float32
         self.data = TrainData(cfg, self.xp, self.dtype)
@@ -243,11 +244,13 @@ class Trainer:
                     n = max(self.partial.get("_n", 1), 1)
                     bar.update(self.batch, int(xb.shape[0]) / max(time.time() - t, 1e-9),
                                out.get("loss_global", 0.0) / n)
+                    if self.on_step is not None:
+                        self.on_step(self)
                     hit_max = cfg.max_steps and self.step >= cfg.max_steps
-                    if stop["flag"] or hit_max or time.time() - last_save > self.checkpoint_every_s:
-                        if self.batch < nb:
-                            self.save()
-                            last_save = time.time()
+                    due = time.time() - last_save > self.checkpoint_every_s
+                    if stop["flag"] or ((hit_max or due) and self.batch < nb):
+                        self.save()  # batch == nb resumes straight into the epoch's evaluation
+                        last_save = time.time()
                     if stop["flag"]:
                         bar.close()
                         raise Interrupted(f"interrupted at epoch {self.epoch}, batch {self.batch}; "
