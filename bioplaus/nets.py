@@ -172,6 +172,8 @@ def build_net(name: str, input_shape, num_classes: int, *, num_layers: int | Non
                 raise NetError(f"{name}: max-pool without a block before it")
             blocks[-1] = _replace(blocks[-1], pool=True)
             size //= 2
+            if size < 1:
+                raise NetError(f"{name}: inputs of {h}x{w} are too small for its pooling")
             continue
         width = int(item * feat_mult)
         if first and h > 64:  # STL-10: 7x7 stride-2 first layer (reference)
