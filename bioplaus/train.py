@@ -55,7 +55,10 @@ def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
                              text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
+        commit = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=here,
+                               capture_output=True, timeout=5).returncode
+        return commit + ("+uncommitted-changes" if dirty == 1 else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -85,7 +88,8 @@ class Trainer:
     """Holds a run's model, optimizers, data and position; :meth:`run` trains."""
 
     def __init__(self, cfg: Config, out_dir: str, *, resume: bool = False, log=print,
-                 progress: bool = True, checkpoint_every_s: float = 300.0, on_step=None):
+                 progress: bool = True, checkpoint_every_s: float = 300.0, on_step=None,
+                 command: str = ""):
         validate(cfg)
         check_rule_options(cfg)
         self.cfg = cfg
@@ -94,6 +98,7 @@ class Trainer:
         self.show_progress = progress
         self.checkpoint_every_s = checkpoint_every_s
         self.on_step = on_step  # called as on_step(trainer) after every step
+        self.command = command  # the command line, recorded in the run log
         self.xp = backend.get_xp(cfg.device)
         self.dtype = np.float64 if cfg.dtype == "float64" else np.float32
         self.data = TrainData(cfg, self.xp, self.dtype)
@@ -145,7 +150,8 @@ class Trainer:
 
     def save(self) -> None:
         meta = {"wall_s": self.wall_before + (time.time() - self.t0),
-                "machine": machine_description(self.xp), "commit": git_commit()}
+                "machine": machine_description(self.xp), "commit": git_commit(),
+                "command": self.command}
         save_checkpoint(os.path.join(self.out_dir, CHECKPOINT), config_json=self.cfg.to_json(),
                         params=self.model.params, buffers=self.model.buffers,
                         optim={g: optim.state_arrays(s) for g, s in self.states.items()},

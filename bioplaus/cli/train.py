@@ -103,7 +103,8 @@ def train(recipe, out_dir, resume, no_progress, checkpoint_every, **opts):
             raise ConfigError(f"unknown rule {cfg.rule!r}; known rules: {', '.join(RULES)}")
         out_dir = out_dir or os.path.join("out", f"{cfg.dataset}-{cfg.net}-{cfg.rule}")
         trainer = Trainer(cfg, out_dir, resume=resume, log=click.echo, progress=not no_progress,
-                          checkpoint_every_s=checkpoint_every)
+                          checkpoint_every_s=checkpoint_every,
+                          command=" ".join(["bioplaus", *sys.argv[1:]]))
         click.echo(f"bioplaus train: {cfg.rule} on {cfg.net} ({trainer.model.param_count():,} "
                    f"trained parameters incl. local heads), {cfg.dataset}, device {cfg.device}, "
                    f"out {out_dir}")

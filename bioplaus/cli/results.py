@@ -1,0 +1,31 @@
+"""`bioplaus results`: the paper-vs-bioplaus table generated from runs/."""
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--write", "readme", default=None, type=click.Path(dir_okay=False),
+              help="Replace the table between the results markers of this file (README.md).")
+def results(runs_dir, readme):
+    """Print (or write into the README) the results table of every recipe."""
+    from bioplaus.recipes import RecipeError
+    from bioplaus.results import collect, render_table, update_readme
+
+    try:
+        table = render_table(collect(runs_dir))
+    except RecipeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if readme is None:
+        click.echo(table)
+        return
+    with open(readme) as f:
+        text = f.read()
+    try:
+        text = update_readme(text, table)
+    except ValueError as exc:
+        raise click.ClickException(f"{readme}: {exc}") from None
+    with open(readme, "w") as f:
+        f.write(text)
+    click.echo(f"wrote the results table ({table.count(chr(10)) - 1} rows) into {readme}")
