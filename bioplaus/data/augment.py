@@ -73,11 +73,12 @@ def random_crop(x, offsets, pad: int):
     xp = array_module(x)
     n, c, h, w = x.shape
     off = to_device(np.asarray(offsets, dtype=np.int64), xp)
-    x_pad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))  # (n, c, h + 2p, w + 2p)
-    rows = off[:, 0:1] + xp.arange(h)  # (n, h)
-    cols = off[:, 1:2] + xp.arange(w)  # (n, w)
-    return x_pad[xp.arange(n)[:, None, None, None], xp.arange(c)[None, :, None, None],
-                 rows[:, None, :, None], cols[:, None, None, :]]  # (n, c, h, w)
+    x_pad = xp.ascontiguousarray(xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))))  # (n, c, h+2p, w+2p)
+    s0, s1, s2, s3 = x_pad.strides
+    # every h x w window of every padded image, as a read-only view: (n, c, 2p+1, 2p+1, h, w)
+    windows = xp.lib.stride_tricks.as_strided(x_pad, shape=(n, c, 2 * pad + 1, 2 * pad + 1, h, w),
+                                              strides=(s0, s1, s2, s3, s2, s3))
+    return windows[xp.arange(n), :, off[:, 0], off[:, 1]]  # image i's window at (dy_i, dx_i): (n, c, h, w)
 
 
 def hflip(x, flips):

@@ -33,8 +33,12 @@ A file with a wrong checksum is refused unless ``verify=False``.
 Downloads
 ---------
 Each file is streamed to a hidden temporary name in the destination folder,
-its md5 checked, and only then renamed to its final name; on any failure the
-temporary file is removed, so a partial download never becomes a cached file.
+its md5 checked (for Fashion-MNIST's ``.gz`` files the recorded content hash
+is accepted too, so a recompressing mirror such as Debian's works), and only
+then renamed to its final name; on any failure the temporary file is removed,
+so a partial download never becomes a cached file. A download that fails
+raises :class:`DataError` listing each URL's error and saying which files to
+place by hand, under which names, in which folder.
 The opener (``url -> binary stream``) is a parameter, ``urllib.request.urlopen``
 by default, which also serves ``file://`` URLs for local mirrors.
 """

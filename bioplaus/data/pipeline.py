@@ -179,7 +179,8 @@ class Loader:
     classes_per_batch, classes_per_batch_until_epoch, fill_classes_to :
         the sampler (:func:`class_batches`); 0 for plain shuffling.
     drop_last : drop a last batch smaller than ``batch_size``.
-    xp : array module the batches are delivered on (numpy or cupy).
+    xp : array module the batches are delivered on: numpy, or cupy as
+        returned by :func:`bioplaus.backend.get_xp` (``get_xp("gpu")``).
     """
 
     images: np.ndarray
