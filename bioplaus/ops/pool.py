@@ -1,0 +1,349 @@
+"""Max pooling, average pooling (with the local decoder's geometry) and flatten.
+
+Max pooling visits its windows as ``kh*kw`` strided slices of the input,
+one per window offset ``(i, j)``, each covering every example, channel and
+output pixel at once: no Python loop over examples or pixels, one code
+path for NumPy and CuPy, any window and stride, and the memory order of
+the input is kept (a channel-major activation from
+:func:`bioplaus.ops.conv.conv2d_forward` stays channel-major). For
+non-overlapping windows (``k == stride``, the usual case) the backward
+assigns instead of accumulating. A reshape-based path (``max`` over the
+two window axes of a ``(n, c, oh, kh, ow, kw)`` view) was measured and is
+several times slower in NumPy than these elementwise passes, so there is
+none.
+
+Average pooling is separable: it is two small matrix products with 0/1
+window-membership matrices (:func:`pooling_matrix`), which also takes
+care of zero padding without copying the input.
+
+Output sizes follow PyTorch with ``ceil_mode=False``:
+``(size + 2 pad - k) // stride + 1``; a remainder that no window covers is
+dropped.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from bioplaus.backend import array_module
+from bioplaus.ops.conv import _pair, conv_output_size
+
+
+def _window_views(x, k, stride, out):
+    """The ``kh*kw`` strided views ``x[..., i + sh*p, j + sw*q]``, row-major in ``(i, j)``.
+
+    Each view has shape ``(n, c, oh, ow)``; the ``t``-th is window entry
+    ``t = i*kw + j``.
+    """
+    (kh, kw), (sh, sw), (oh, ow) = k, stride, out
+    for i in range(kh):
+        rows = slice(i, i + sh * (oh - 1) + 1, sh)
+        for j in range(kw):
+            yield x[:, :, rows, slice(j, j + sw * (ow - 1) + 1, sw)]
+
+
+class MaxPoolCache(NamedTuple):
+    """What :func:`maxpool2d_backward` needs.
+
+    Attributes
+    ----------
+    winner : array of uint8/int, shape (n, c, oh, ow)
+        Row-major index ``i*kw + j`` of each window's (first) maximum.
+    x_shape : tuple (n, c, h, w)
+    k, stride : (int, int)
+    """
+
+    winner: object
+    x_shape: tuple
+    k: tuple
+    stride: tuple
+
+
+def maxpool2d_forward(x, k=2, stride=2):
+    """Max pooling over ``k`` windows (no padding, floor mode).
+
+    Parameters
+    ----------
+    x : array, shape (n, c, h, w)
+    k, stride : int or (int, int)
+        Window size and stride per axis (PyTorch's default stride is ``k``).
+
+    Returns
+    -------
+    y : array, shape (n, c, oh, ow)
+        ``oh = (h - kh) // sh + 1``; likewise ``ow``. Same memory order as ``x``.
+    cache : MaxPoolCache
+        The index of each window's winner.
+
+    Notes
+    -----
+    .. math:: y_{n,c,p,q} = \\max_{i,j}\\; x_{n,c,\\,p s_h + i,\\, q s_w + j}
+
+    On ties the winner is the first maximum in row-major window order, as
+    in PyTorch's ``max_pool2d``; the backward sends the error to that one
+    entry only ("max-pool routes the error to the winner", Mostafa et al.
+    2018, Sec. 3). The winner index is computed without branches:
+    with :math:`e_t = [v_t \\ne y]`, the first ``t`` where the window
+    entry :math:`v_t` equals the maximum is
+    :math:`e_0 (1 + e_1 (1 + \\dots (1 + e_{T-2})))`.
+    """
+    xp = array_module(x)
+    k, stride = _pair(k, "k"), _pair(stride, "stride")
+    n, c, h, w = x.shape
+    out = (conv_output_size(h, k[0], stride[0], 0), conv_output_size(w, k[1], stride[1], 0))
+    views = list(_window_views(x, k, stride, out))  # k*k views, each (n, c, oh, ow)
+    y = xp.empty_like(views[0])  # keeps x's memory order
+    xp.copyto(y, views[0])
+    for v in views[1:]:
+        xp.maximum(y, v, out=y)
+    winner = xp.zeros(y.shape, dtype=xp.uint8 if len(views) <= 256 else xp.int64)
+    for v in reversed(views[:-1]):  # winner = e_t * (1 + winner), from the last entry back
+        winner += 1
+        winner *= v != y
+    return y, MaxPoolCache(winner, tuple(x.shape), k, stride)
+
+
+def _zeros_in_memory_order_of(ref, shape):
+    """Zeros of 4-D ``shape``, channel-major in memory when ``ref`` is, else C order."""
+    xp = array_module(ref)
+    if not ref.flags.c_contiguous and ref.transpose(1, 0, 2, 3).flags.c_contiguous:
+        n, c, h, w = shape
+        return xp.zeros((c, n, h, w), dtype=ref.dtype).transpose(1, 0, 2, 3)
+    return xp.zeros(shape, dtype=ref.dtype)
+
+
+def maxpool2d_backward(dy, cache):
+    """Route each output's error to its window's winner.
+
+    Parameters
+    ----------
+    dy : array, shape (n, c, oh, ow)
+    cache : MaxPoolCache
+
+    Returns
+    -------
+    dx : array, shape (n, c, h, w)
+        ``dy`` at each winner's position, zero elsewhere (summed where
+        overlapping windows share a winner). Channel-major in memory when
+        ``dy`` is.
+
+    Notes
+    -----
+    .. math:: \\delta x_{n,c,\\,p s_h + i,\\, q s_w + j}
+              \\mathrel{+}= \\delta y_{n,c,p,q}\\,[\\,i k_w + j = t^*_{n,c,p,q}\\,]
+    """
+    winner, x_shape, k, stride = cache
+    if dy.shape != winner.shape:
+        raise ValueError(f"maxpool2d_backward: dy must be {winner.shape}, got {dy.shape}")
+    dx = _zeros_in_memory_order_of(dy, x_shape)
+    views = _window_views(dx, k, stride, winner.shape[2:])  # views of dx
+    for t, v in enumerate(views):
+        if k == stride:  # non-overlapping windows: each entry of dx is written once
+            v[...] = dy * (winner == t)
+        else:
+            v += dy * (winner == t)
+    return dx
+
+
+class AvgPoolCache(NamedTuple):
+    """What :func:`avgpool2d_backward` needs.
+
+    Attributes
+    ----------
+    x_shape : tuple (n, c, h, w)
+    A_h : array, shape (oh, h)
+        Row pooling matrix, scaled by ``1 / (kh*kw)``; None if the row axis
+        is not pooled (``kh = sh = 1``, ``ph = 0``).
+    A_w : array, shape (ow, w)
+        Column pooling matrix (0/1); None if the column axis is not pooled.
+    """
+
+    x_shape: tuple
+    A_h: object
+    A_w: object
+
+
+def pooling_matrix(xp, size, k, stride, pad, dtype, scale=1.0):
+    """The 0/1 window-membership matrix of one axis, times ``scale``.
+
+    Parameters
+    ----------
+    xp : module
+        numpy or cupy.
+    size, k, stride, pad : int
+        Input length, window, stride and zero padding of the axis.
+
+    Returns
+    -------
+    A : array, shape (out, size)
+        ``A[o, j] = scale`` if input ``j`` lies in window ``o``, i.e.
+        ``o*stride - pad <= j < o*stride - pad + k``, else 0. Padding
+        positions have no column: they contribute zeros to the sums.
+    """
+    out = conv_output_size(size, k, stride, pad)
+    start = xp.arange(out)[:, None] * stride - pad  # (out, 1)
+    j = xp.arange(size)[None, :]  # (1, size)
+    return (((j >= start) & (j < start + k)) * scale).astype(dtype)
+
+
+def avgpool2d_forward(x, kernel=(2, 2), pad=(0, 0), stride=None):
+    """Average pooling with zero padding counted in the mean (floor mode).
+
+    Parameters
+    ----------
+    x : array, shape (n, c, h, w)
+    kernel : int or (int, int)
+        Window ``(kh, kw)``.
+    pad : int or (int, int)
+        Zeros added on each side, ``(ph, pw)``.
+    stride : int or (int, int), optional
+        Defaults to ``kernel``.
+
+    Returns
+    -------
+    y : array, shape (n, c, oh, ow)
+        ``oh = (h + 2 ph - kh) // sh + 1``; likewise ``ow``.
+    cache : AvgPoolCache
+
+    Notes
+    -----
+    .. math:: y_{n,c,p,q} = \\frac{1}{k_h k_w} \\sum_{i,j}
+              x^{\\text{pad}}_{n,c,\\,p s_h + i,\\, q s_w + j}
+              \\quad\\Longleftrightarrow\\quad
+              y_{n,c} = \\frac{1}{k_h k_w} A_h\\, x_{n,c}\\, A_w^\\top
+
+    PyTorch's ``AvgPool2d(kernel, stride, padding, ceil_mode=False,
+    count_include_pad=True)``: the pooling before the local decoder of
+    Nøkland & Eidnes (2019, Sec. 3; geometry from
+    :func:`decoder_pool_geometry`). The window sum is separable, so it is
+    computed as two matrix products with the membership matrices of
+    :func:`pooling_matrix` (padding needs no copy, and a product is much
+    faster than a reduction over short axes); the divisor is always
+    ``kh*kw``, padding included.
+    """
+    xp = array_module(x)
+    k, pad = _pair(kernel, "kernel"), _pair(pad, "pad")
+    stride = k if stride is None else _pair(stride, "stride")
+    if min(k) < 1:
+        raise ValueError(f"avgpool2d: kernel must be positive, got {kernel!r}")
+    n, c, h, w = x.shape
+    dtype = x.dtype.type
+    pool_h = (k[0], stride[0], pad[0]) != (1, 1, 0)
+    pool_w = (k[1], stride[1], pad[1]) != (1, 1, 0)
+    scale = 1.0 / (k[0] * k[1])
+    A_h = pooling_matrix(xp, h, k[0], stride[0], pad[0], dtype, scale) if pool_h else None
+    A_w = pooling_matrix(xp, w, k[1], stride[1], pad[1], dtype, 1.0 if pool_h else scale) if pool_w else None
+    y = x
+    if A_w is not None:
+        y = xp.matmul(y, A_w.T)  # (n, c, h, ow)
+    if A_h is not None:
+        y = xp.matmul(A_h, y)  # (n, c, oh, ow)
+    if y is x:
+        y = x.copy()
+    return y, AvgPoolCache(tuple(x.shape), A_h, A_w)
+
+
+def avgpool2d_backward(dy, cache):
+    """Spread each output's error evenly over its window (padding drops its share).
+
+    Parameters
+    ----------
+    dy : array, shape (n, c, oh, ow)
+    cache : AvgPoolCache
+
+    Returns
+    -------
+    dx : array, shape (n, c, h, w)
+
+    Notes
+    -----
+    .. math:: \\delta x_{n,c} = \\frac{1}{k_h k_w} A_h^\\top\\, \\delta y_{n,c}\\, A_w
+    """
+    xp = array_module(dy)
+    x_shape, A_h, A_w = cache
+    n, c, h, w = x_shape
+    expected = (n, c, h if A_h is None else A_h.shape[0], w if A_w is None else A_w.shape[0])
+    if dy.shape != expected:
+        raise ValueError(f"avgpool2d_backward: dy must be {expected}, got {dy.shape}")
+    dx = dy
+    if A_h is not None:
+        dx = xp.matmul(A_h.T, dx)  # (n, c, h, ow)
+    if A_w is not None:
+        dx = xp.matmul(dx, A_w)  # (n, c, h, w)
+    if dx is dy:
+        dx = dy.copy()
+    return dx
+
+
+def decoder_pool_geometry(channels, size, dim_in_decoder):
+    """Average-pooling geometry that fits a conv block's output to its local decoder.
+
+    Parameters
+    ----------
+    channels : int
+        Channels ``c`` of the block's output.
+    size : int
+        Its spatial size (square maps, ``size x size``).
+    dim_in_decoder : int
+        Bound on the flattened pooled size (the reference's
+        ``--dim-in-decoder``, default 4096).
+
+    Returns
+    -------
+    kernel : (int, int)
+        ``(kh, kw)``; ``(1, 1)`` means no pooling.
+    pad : (int, int)
+        ``(ph, pw)`` zeros on each side.
+    out : (int, int)
+        ``(oh, ow)``: the size :func:`avgpool2d_forward` really produces with
+        this kernel and padding (stride = kernel); the decoder's input has
+        ``channels * oh * ow`` features.
+
+    Notes
+    -----
+    Nøkland & Eidnes (2019), reference code (``LocalLossBlockConv``):
+    start from a 1x1 kernel; while :math:`c\\,o_h o_w` exceeds the bound and
+    :math:`k_h` is below the size, double :math:`k_h`
+    (:math:`o_h = \\lceil size / k_h \\rceil`) and, if still too large,
+    double :math:`k_w` likewise; pad by
+    :math:`\\lfloor k (o - \\lfloor size / k \\rfloor) / 2 \\rfloor` per axis.
+    The loop sizes the map with :math:`\\lceil size / k \\rceil`; the
+    returned ``out`` is instead what the pooling computes,
+    :math:`\\lfloor (size + 2p - k) / k \\rfloor + 1`. With power-of-two
+    kernels and this padding the two agree (the tests check it, and check
+    the shape against ``torch.nn.AvgPool2d``); returning the real size
+    keeps the decoder's input size right even if they did not.
+    """
+    if channels < 1 or size < 1 or dim_in_decoder < 1:
+        raise ValueError("decoder_pool_geometry: channels, size and dim_in_decoder must be positive")
+    kh = kw = 1
+    oh = ow = size
+    while channels * oh * ow > dim_in_decoder and kh < size:
+        kh *= 2
+        oh = math.ceil(size / kh)
+        if channels * oh * ow > dim_in_decoder:
+            kw *= 2
+            ow = math.ceil(size / kw)
+    kernel = (kh, kw)
+    pad = ((kh * (oh - size // kh)) // 2, (kw * (ow - size // kw)) // 2)
+    out = (conv_output_size(size, kh, kh, pad[0]), conv_output_size(size, kw, kw, pad[1]))
+    return kernel, pad, out
+
+
+def flatten_forward(x):
+    """Flatten all but the batch axis: ``(n, c, h, w) -> (n, c*h*w)``.
+
+    Returns
+    -------
+    y : array, shape (n, prod(x.shape[1:]))
+        In C order over ``(c, h, w)``, as ``torch.flatten(x, 1)``; copied only
+        if ``x``'s memory is not C-ordered.
+    shape : tuple
+        ``x.shape``, for :func:`flatten_backward`.
+    """
+    return x.reshape(x.shape[0], -1), tuple(x.shape)
+
+
+def flatten_backward(dy, shape):
+    """Inverse of :func:`flatten_forward`: ``dy`` (n, d) back to ``shape``."""
+    return dy.reshape(shape)
