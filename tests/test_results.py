@@ -1,0 +1,72 @@
+"""Recipes, the generated results table, and plots of a recorded run."""
+import glob
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from bioplaus.cli import main
+from bioplaus.config import Config
+from bioplaus.recipes import RecipeError, load_recipe
+from bioplaus.results import END, START, collect, render_table, update_readme
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_every_recipe_in_runs_is_valid_and_the_paper_rows_are_complete():
+    paths = glob.glob(os.path.join(HERE, "runs", "*", "*.toml"))
+    recs = [load_recipe(p) for p in paths]
+    for r in recs:
+        Config.from_dict(r.config)  # every key is an option
+    with_paper = {(r.config["dataset"], r.config["net"], r.config["rule"]): r.paper["error"]
+                  for r in recs if r.paper}
+    # SPEC §7: 12 rows x 4 rules, 3 bio and 2 glob+sim numbers
+    assert len(with_paper) == 12 * 4 + 3 + 2
+    assert with_paper[("fashion-mnist", "mlp", "predsim")] == 8.54
+    assert with_paper[("cifar10", "vgg8b", "predsim-bio")] == 9.02
+    fm = {r.config["rule"] for r in recs if r.config["dataset"] == "fashion-mnist"
+          and r.config["net"] == "mlp"}
+    assert {"pred-bio", "sim-bio", "predsim-bio", "fa", "frc-sym", "frc-sign", "frc-random",
+            "frc-trainable"} <= fm
+
+
+def test_bad_recipes_are_refused_with_the_file_named(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text("[train]\nrule = 'pred'\nlearning_rate = 0.1\n")
+    with pytest.raises(RecipeError, match=r"r\.toml: unknown configuration keys: learning_rate"):
+        load_recipe(p)
+    p.write_text("[train\n")
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        load_recipe(p)
+
+
+def test_results_table_is_generated_from_recorded_runs_and_plots(tmp_path):
+    runs = tmp_path / "runs" / "fashion-mnist"
+    runs.mkdir(parents=True)
+    (runs / "mlp-pred.toml").write_text(
+        "[train]\ndataset = 'fashion-mnist'\nnet = 'mlp'\nrule = 'pred'\nnum_layers = 2\n"
+        "num_hidden = 32\nepochs = 2\ntrain_subset = 600\ntest_subset = 300\n"
+        "[paper]\nerror = 8.6\nsource = 'paper'\n")
+    (runs / "mlp-sim.toml").write_text("[train]\nrule = 'sim'\nnet = 'mlp'\ndataset = 'fashion-mnist'\n")
+    out = str(runs / "mlp-pred")
+    res = CliRunner().invoke(main, ["train", "--recipe", str(runs / "mlp-pred.toml"), "--out", out,
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    rows = collect(str(tmp_path / "runs"))
+    assert [r["rule"] for r in rows] == ["pred", "sim"]
+    assert rows[0]["epochs"] == 2 and rows[1]["ours"] is None
+    table = render_table(rows)
+    assert f"| 8.60 | [{rows[0]['ours']:.2f}](" in table and "not run yet" in table
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold table\n{END}\noutro\n")
+    res = CliRunner().invoke(main, ["results", "--runs-dir", str(tmp_path / "runs"),
+                                    "--write", str(readme)])
+    assert res.exit_code == 0, res.output
+    text = readme.read_text()
+    assert "old table" not in text and "intro" in text and "outro" in text and "[pred](" in text
+    assert update_readme(text, table) == text  # regeneration is stable
+    res = CliRunner().invoke(main, ["plot", out])
+    assert res.exit_code == 0, res.output
+    for name in ("errors.png", "exits.png"):
+        with open(os.path.join(out, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
