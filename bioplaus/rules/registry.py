@@ -36,7 +36,7 @@ class RuleInfo:
 
 
 _LOCAL_FNS = ("bioplaus.rules.local.local_block_update",
-              "bioplaus.rules.step.local_updates")
+              "bioplaus.rules.step.step_updates")
 _PRED_FNS = ("bioplaus.rules.local.pred_loss",)
 _SIM_FNS = ("bioplaus.rules.local.sim_loss_learned",)
 _PREDBIO_FNS = ("bioplaus.rules.local.pred_bio_loss",)
