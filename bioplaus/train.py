@@ -51,6 +51,9 @@ def machine_description(xp) -> str:
 
 
 def git_commit() -> str:
+    """The source tree's commit (``$BIOPLAUS_COMMIT`` where the tree has no git)."""
+    if os.environ.get("BIOPLAUS_COMMIT"):
+        return os.environ["BIOPLAUS_COMMIT"]
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
