@@ -1,0 +1,1 @@
+"""Benchmarks of bioplaus's ops (``bioplaus bench ...`` on the command line)."""
