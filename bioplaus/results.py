@@ -27,6 +27,7 @@ def collect(runs_dir: str = "runs") -> list[dict]:
         row = {"recipe": path, "run_dir": run_dir, "dataset": rec.config["dataset"],
                "net": rec.config["net"], "rule": rec.config["rule"],
                "paper": rec.paper.get("error"), "epochs_total": rec.config.get("epochs"),
+               "recipe_epochs": rec.config.get("epochs", 400),
                "ours": None}
         log = os.path.join(run_dir, "log.h5")
         if os.path.exists(log):
@@ -56,6 +57,8 @@ def render_table(rows: list[dict]) -> str:
             link = os.path.join(r["run_dir"], "train.log")
             ours = f"[{r['ours']:.2f}]({link})"
             ep = f"{r['epochs']}/{r['epochs_total']}"
+            if r["epochs_total"] != r["recipe_epochs"]:
+                ep += f" (shortened; recipe: {r['recipe_epochs']})"
             mach = r.get("machine", "")
         recipe = f"[{r['rule']}]({r['recipe']})"
         out.append(f"| {r['dataset']} | {r['net']} | {recipe} | {paper} | {ours} | {ep} | {mach} |")
