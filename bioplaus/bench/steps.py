@@ -1,0 +1,336 @@
+r"""Whole training steps: time, FLOP rate against the matmul peak, memory, and PyTorch.
+
+A *step* is what the training loop does for one mini-batch: every
+:class:`~bioplaus.rules.step.Update` of :func:`~bioplaus.rules.step.step_updates`
+(forward, local or global updates) followed at once by
+:func:`bioplaus.optim.step` (Adam) on its parameter group. The benchmark
+times it at batch 128 on 28x28x1 inputs (10 classes), counts its FLOPs
+from the shapes (:func:`step_flops`), divides by the float32 matmul peak
+measured in the same run, records the peak memory of live arrays, and,
+when PyTorch is importable, times the same step written in PyTorch
+(``benchmarks/torch_step.py``, the papers' formulation) in the same run,
+interleaving the two so that a busy machine slows both alike.
+
+What the FLOP count includes (2 FLOPs per multiply-accumulate, matrix
+products only): encoders forward and their weight gradients (and the
+error sent to the block's input under global rules, but not into the
+first block), local decoders (forward, weight gradient, error to ``h``),
+the label projection and code matrices of the bio rules, the learned sim
+head (conv 3x3 or linear: forward, weight gradient, error to ``h``),
+similarity matrices (forward and backward of ``S(r)``, forward of the
+target's), Mostafa's local classifiers and the output layer. Not counted:
+batch norm, nonlinearities, pooling, dropout, softmax, the average pools
+of the decoders and the optimizer: elementwise work, small next to the
+products at these shapes.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bioplaus import backend, optim
+from bioplaus.config import Config
+from bioplaus.model import build_model
+from bioplaus.rules.step import dropout_masks, step_updates
+
+INPUT_SHAPE = (1, 28, 28)
+NUM_CLASSES = 10
+TORCH_STEP_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "torch_step.py"
+
+
+# -- FLOPs -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepFlops:
+    """FLOPs of one training step, by part (see the module notes for what is counted)."""
+
+    encoders: float
+    heads: float
+    similarity: float
+    output: float
+
+    @property
+    def total(self) -> float:
+        return self.encoders + self.heads + self.similarity + self.output
+
+
+def _sim_dim(c: int, hh: int, ww: int) -> int:
+    """Features of ``S(x)`` for a 4-D x of (c, hh, ww): each map reduced to its std
+    when c > 3 and hh > 1 (SPEC §1), else flattened."""
+    return c if (c > 3 and hh > 1) else c * hh * ww
+
+
+def step_flops(model, n: int) -> StepFlops:
+    r"""Count the matrix-product FLOPs of one training step of ``model`` at batch ``n``.
+
+    Notes
+    -----
+    A product of an (a x b) and a (b x c) matrix costs :math:`2abc` FLOPs.
+    Per block with :math:`M` encoder MACs per example
+    (conv: :math:`c_{out} c_{in} k^2 o^2`; linear: :math:`d_{out} d_{in}`):
+    forward :math:`2nM`, weight gradient :math:`2nM`, and under global
+    rules the error to the input :math:`2nM` (not into the first block).
+    Local heads: decoder (``dim_in`` -> C, or -> T = 128 for bio) three
+    products; learned sim head three products of :math:`c^2 9 o^2` (conv) or
+    :math:`d^2` (linear) MACs; ``S(r)`` forward and backward :math:`2n^2 d`
+    each, the target's :math:`2n^2 C` (bio: :math:`2nCT + 2n^2T`).
+    Mostafa's classifier ``M`` (C x N): forward and error, plus ``dM`` when
+    trained. Output layer (C x d): forward and weight gradient, plus the
+    error under global rules.
+    """
+    rule, spec = model.rule, model.spec
+    C = spec.num_classes
+    T = int(model.cfg.target_proj_size) if model.cfg is not None else 128
+    glob = rule.family == "global"
+    enc = heads = sim = 0.0
+    for i, b in enumerate(spec.blocks):
+        macs = b.macs
+        enc += 2 * n * macs * (2 + (1 if glob and i > 0 else 0))
+        c, o = b.n_out, b.out_hw
+        if rule.family == "local" and rule.pred:
+            out_dim = T if rule.bio else C
+            heads += 3 * 2 * n * model.heads[i].dim_in * out_dim
+            if rule.bio:
+                heads += 2 * n * C * T + 2 * n * T * C  # target projection, class codes of the exit
+        if rule.sim and not rule.bio:  # learned NN head: local sim, predsim, glob+sim
+            nn_macs = c * c * 9 * o * o if b.kind == "conv" else c * c
+            heads += 3 * 2 * n * nn_macs
+            d = _sim_dim(c, o, o) if b.kind == "conv" else c
+            sim += 2 * (2 * n * n * d) + 2 * n * n * C
+        elif rule.sim and rule.bio:
+            geom = model.heads[i]
+            if b.kind != "conv":
+                d = c
+            elif geom.pool_kernel is None:
+                d = _sim_dim(c, o, o)
+            else:  # sim-bio reads h average-pooled as the decoder does
+                (kh, kw), (ph, pw) = geom.pool_kernel, geom.pool_pad
+                d = _sim_dim(c, (o + 2 * ph - kh) // kh + 1, (o + 2 * pw - kw) // kw + 1)
+            sim += 2 * (2 * n * n * d) + 2 * n * C * T + 2 * n * n * T
+        if rule.family == "frc":
+            N = int(np.prod(b.out_shape))
+            heads += 2 * 2 * n * N * C + (2 * n * N * C if rule.frc == "trainable" else 0)
+    out = 2 * n * spec.out_in * C * (3 if glob else 2)
+    return StepFlops(float(enc), float(heads), float(sim), float(out))
+
+
+# -- the two steps -------------------------------------------------------------------------
+def bench_config(net: str, rule: str, *, batch: int = 128, num_layers=None, num_hidden: int = 1024,
+                 feat_mult: float = 1.0, dim_in_decoder: int = 4096, dropout: float = 0.0,
+                 seed: int = 1, device: str = "cpu") -> Config:
+    """The :class:`Config` of a benchmarked step (the papers' defaults otherwise)."""
+    return Config(net=net, rule=rule, batch_size=batch, num_layers=num_layers,
+                  num_hidden=num_hidden, feat_mult=feat_mult, dim_in_decoder=dim_in_decoder,
+                  dropout=dropout, seed=seed, device=device)
+
+
+class BioplausStep:
+    """One training step as the loop runs it: updates, each applied by Adam at once.
+
+    Parameters
+    ----------
+    cfg : Config
+    xp : module
+        numpy or cupy.
+    x : array (n, c, h, w) float32, y : int array (n,)
+        The batch every call trains on (on ``xp``).
+    """
+
+    def __init__(self, cfg: Config, xp, x, y, input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
+        self.cfg, self.xp, self.x, self.y = cfg, xp, x, y
+        self.model = build_model(cfg, input_shape, num_classes, xp=xp, dtype=np.float32)
+        self.ocfg = optim.OptimConfig(name=cfg.optim)
+        self.states = {g: optim.init_state(self.model.group_params(g), self.ocfg)
+                       for g in self.model.groups}
+        self.t = 0
+
+    def masks(self):
+        return dropout_masks(self.model, self.x.shape[0], self.cfg.dropout, self.cfg.seed, self.t)
+
+    def __call__(self):
+        m = self.model
+        for upd in step_updates(m, self.x, self.y, self.masks()):
+            optim.step(m.group_params(upd.group), upd.grads, self.states[upd.group],
+                       self.cfg.lr, self.ocfg)
+        self.t += 1
+
+    def state_bytes(self) -> int:
+        """Bytes of the arrays the step keeps between calls: parameters, buffers,
+        fixed matrices and optimizer moments."""
+        m = self.model
+        arrays = [*m.params.values(), *m.buffers.values(), *m.fixed.values()]
+        for st in self.states.values():
+            for slot, d in st.items():
+                if slot != "step":
+                    arrays.extend(d.values())
+        return int(sum(a.nbytes for a in arrays))
+
+
+def load_torch_step():
+    """The PyTorch formulation (``benchmarks/torch_step.py``) as a module, or ``(None, why)``."""
+    if importlib.util.find_spec("torch") is None:
+        return None, "torch is not installed"
+    if not TORCH_STEP_FILE.is_file():
+        return None, f"{TORCH_STEP_FILE} not found (bioplaus installed without its benchmarks/)"
+    spec = importlib.util.spec_from_file_location("bioplaus_bench_torch_step", TORCH_STEP_FILE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod, ""
+
+
+def make_batch(xp, n: int, input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES, seed: int = 0):
+    """A fixed random float32 batch on ``xp`` whose labels cover every class."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n,) + tuple(input_shape), dtype=np.float32)
+    y = (np.arange(n) % num_classes).astype(np.int64)
+    rng.shuffle(y)
+    return backend.to_device(x, xp), backend.to_device(y, xp), x, y
+
+
+def matmul_peak_gflops(xp, size: int = 4096, repeats: int = 3) -> float:
+    """Float32 matmul peak of this machine, GFLOP/s (the op benchmark's measurement)."""
+    from bioplaus.bench.ops import matmul_peak
+
+    return float(matmul_peak(xp, size, repeats))
+
+
+def _timed(fn, sync) -> float:
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def time_interleaved(fns: dict, syncs: dict, repeats: int, warmup: int = 1,
+                     pause: float = 0.3) -> dict:
+    """Seconds of each call of every ``fns[k]``, the callables taking turns.
+
+    Returns ``{k: [seconds, ...]}`` (``repeats`` samples each) after
+    ``warmup`` untimed calls of each. With more than one callable, every
+    timed call is preceded by ``pause`` seconds of sleep: the BLAS threads
+    of one library spin for a while after their last call (OpenBLAS about
+    0.1 s) and, on a machine with few cores, would steal the next library's
+    cores; measured on 2 cores, PyTorch's mlp step takes 2.7x as long right
+    after a NumPy step as after a 0.2 s pause.
+    """
+    for _ in range(warmup):
+        for k, fn in fns.items():
+            _timed(fn, syncs[k])
+    samples = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            if len(fns) > 1 and pause > 0:
+                time.sleep(pause)
+            samples[k].append(_timed(fn, syncs[k]))
+    return samples
+
+
+# -- the table ------------------------------------------------------------------------------
+COLUMNS = ("net", "rule", "ms/step", "min ms", "img/s", "GFLOP", "GFLOP/s", "%peak",
+           "state MB", "peak MB", "torch ms", "ratio")
+
+
+def _fmt_row(r: dict) -> str:
+    def f(v, spec):
+        return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0]))
+
+    return (f"{r['net']:<8}{r['rule']:<10}{f(r['ms'], '10.1f')}{f(r['min_ms'], '10.1f')}"
+            f"{f(r['img_s'], '9.1f')}{f(r['gflop'], '9.2f')}{f(r['gflops'], '9.1f')}"
+            f"{f(r['pct_peak'], '7.0f')}%{f(r['state_mb'], '10.1f')}{f(r['peak_mb'], '9.1f')}"
+            f"{f(r['torch_ms'], '10.1f')}{f(r['ratio'], '7.2f')}")
+
+
+def _header() -> str:
+    w = (8, 10, 10, 10, 9, 9, 9, 8, 10, 9, 10, 7)
+    return "".join(f"{c:<{n}}" if i < 2 else f"{c:>{n}}" for i, (c, n) in enumerate(zip(COLUMNS, w)))
+
+
+def machine_line() -> str:
+    """CPU count and load average: the figures are only as quiet as the machine."""
+    try:
+        load = "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover - not on every platform
+        load = "load average n/a"
+    return f"{os.cpu_count()} CPUs, {load}"
+
+
+def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backprop"), *,
+                    batch: int = 128, repeats: int = 3, device: str = "cpu", use_torch: bool = True,
+                    out=print, num_hidden: int = 1024, feat_mult: float = 1.0,
+                    dim_in_decoder: int = 4096, dropout: float = 0.0, peak_size: int = 4096,
+                    input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> dict:
+    """Time whole training steps of every (net, rule) and print one row each.
+
+    Returns ``{"peak": GFLOP/s, "rows": [dict per (net, rule)]}``; each row
+    holds ``ms`` (median ms/step), ``min_ms``, ``img_s``, ``gflop``,
+    ``gflops``, ``pct_peak``, ``state_mb`` (parameters, buffers, fixed
+    matrices, optimizer moments), ``peak_mb`` (the most bytes a step
+    allocates on top of them: tracemalloc on the CPU, CuPy's pool on a
+    GPU), ``torch_ms`` and ``ratio`` (bioplaus / torch; None without torch).
+    """
+    from bioplaus.bench.memory import step_peak_bytes
+
+    xp = backend.get_xp(device)
+    torch_mod, why = load_torch_step() if use_torch else (None, "--no-torch")
+    peak = matmul_peak_gflops(xp, peak_size, max(3, repeats))
+    lib = f"{xp.__name__} {xp.__version__}"
+    out(f"bioplaus step benchmark: device {device} ({lib}), float32, batch {batch}, "
+        f"inputs {'x'.join(map(str, input_shape))}, {num_classes} classes, dropout {dropout}, "
+        f"Adam; median of {repeats} steps after 1 warm-up")
+    out(f"machine: {machine_line()}")
+    out(f"float32 matmul peak ({peak_size}^3, same run): {peak:.1f} GFLOP/s")
+    if torch_mod is None:
+        out(f"PyTorch formulation: not timed ({why})")
+    else:
+        import sys
+
+        torch = sys.modules["torch"]
+        out(f"PyTorch formulation: benchmarks/torch_step.py, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, timed in turn with bioplaus (0.3 s pause "
+            f"before each timed step, so neither library's idle BLAS threads spin on the other's)")
+    out("GFLOP: matrix products of the step (encoders fwd + dW [+ dx for backprop], local "
+        "decoders, sim heads, similarity matrices, output layer); peak MB: arrays a step "
+        "allocates on top of state MB")
+    out("")
+    out(_header())
+    rows = []
+    x, y, x_host, y_host = make_batch(xp, batch, input_shape, num_classes)
+    for net in nets:
+        for rule in rules:
+            cfg = bench_config(net, rule, batch=batch, num_hidden=num_hidden, feat_mult=feat_mult,
+                               dim_in_decoder=dim_in_decoder, dropout=dropout, device=device)
+            bp = BioplausStep(cfg, xp, x, y, input_shape, num_classes)
+            flops = step_flops(bp.model, batch)
+            fns = {"bioplaus": bp}
+            syncs = {"bioplaus": lambda: backend.synchronize(xp)}
+            if torch_mod is not None:
+                tdev = "cuda" if device == "gpu" else "cpu"
+                ts = torch_mod.TorchStep(bp.model, lr=cfg.lr, dropout=dropout, device=tdev)
+                xt, yt = torch_mod.inputs(x_host, y_host, tdev)
+                fns["torch"] = lambda ts=ts, xt=xt, yt=yt: ts.step(xt, yt)
+                syncs["torch"] = lambda tdev=tdev: torch_mod.synchronize(tdev)
+            samples = time_interleaved(fns, syncs, repeats)
+            peak_bytes = step_peak_bytes(bp, xp)
+            med = statistics.median(samples["bioplaus"])
+            row = {"net": net, "rule": rule, "ms": 1e3 * med,
+                   "min_ms": 1e3 * min(samples["bioplaus"]), "img_s": batch / med,
+                   "gflop": flops.total / 1e9, "gflops": flops.total / med / 1e9,
+                   "pct_peak": 100 * flops.total / med / 1e9 / peak,
+                   "state_mb": bp.state_bytes() / 2**20, "peak_mb": peak_bytes / 2**20,
+                   "torch_ms": None, "ratio": None, "samples": samples, "flops": flops}
+            if "torch" in samples:
+                tmed = statistics.median(samples["torch"])
+                row["torch_ms"] = 1e3 * tmed
+                row["ratio"] = med / tmed
+            rows.append(row)
+            out(_fmt_row(row))
+            del bp, fns
+    out("")
+    out(f"machine after the run: {machine_line()}")
+    return {"peak": peak, "rows": rows}
