@@ -16,6 +16,8 @@ def _register():
 
     for mod, attr in [
         ("bioplaus.cli.bench", "bench"),
+        ("bioplaus.cli.bench_steps", "steps"),
+        ("bioplaus.cli.bench_steps", "traffic"),
         ("bioplaus.cli.data", "data"),
         ("bioplaus.cli.train", "train"),
         ("bioplaus.cli.train", "eval_cmd"),
@@ -32,7 +34,11 @@ def _register():
                 continue
             raise
         cmd = getattr(m, attr, None)
-        if cmd is not None:
+        if cmd is None:
+            continue
+        if mod == "bioplaus.cli.bench_steps" and "bench" in main.commands:
+            main.commands["bench"].add_command(cmd)  # `bioplaus bench steps|traffic`
+        elif mod != "bioplaus.cli.bench_steps":
             main.add_command(cmd)
 
 
