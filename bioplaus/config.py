@@ -34,6 +34,10 @@ class Config:
     target_proj_size: int = 128
     # fixed random classifiers (Mostafa et al. 2018)
     frc_loss: str = "ce"
+    # layer-wise training (Mostafa et al. 2018, Sec. 3): block i trains during
+    # epochs i*E+1 .. (i+1)*E, frozen otherwise; the output layer trains with
+    # the last block. 0: all blocks at once (the default of both papers).
+    layerwise_epochs: int = 0
     # optimisation (reference defaults)
     batch_size: int = 128
     epochs: int = 400
@@ -111,6 +115,7 @@ def validate(cfg: Config) -> None:
         (cfg.dtype in ("float32", "float64"), f"dtype must be float32 or float64, got {cfg.dtype!r}"),
         (cfg.device in ("cpu", "gpu"), f"--device must be cpu or gpu, got {cfg.device!r}"),
         (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
+        (cfg.layerwise_epochs >= 0, f"--layerwise-epochs must be >= 0, got {cfg.layerwise_epochs}"),
         (list(cfg.lr_decay_milestones) == sorted(cfg.lr_decay_milestones),
          f"--lr-decay-milestones must increase, got {list(cfg.lr_decay_milestones)}"),
     ]

@@ -83,6 +83,9 @@ def check_rule_options(cfg: Config) -> None:
     if not rule.pred and not rule.bio and cfg.dim_in_decoder != default.dim_in_decoder:
         raise ConfigError(f"--dim-in-decoder applies only to rules with a local decoder "
                           f"(pred, predsim and the -bio rules), not to {cfg.rule}")
+    if cfg.layerwise_epochs and rule.family == "global":
+        raise ConfigError(f"--layerwise-epochs needs a local rule (local or frc-*): {cfg.rule} "
+                          "sends one error through the whole net")
     if not rule.bio and cfg.target_proj_size != default.target_proj_size:
         raise ConfigError(f"--target-proj-size applies only to the -bio rules, not to {cfg.rule}")
 
@@ -168,7 +171,10 @@ class Trainer:
         masks = dropout_masks(self.model, xb.shape[0], self.cfg.dropout, self.cfg.seed, self.step)
         part = self.partial
         n = int(xb.shape[0])
+        active = self.active_groups()
         for upd in step_updates(self.model, xb, yb, masks):
+            if active is not None and upd.group not in active:
+                continue  # a frozen block below the active one: forward only, no update
             st = upd.stats
             for key in ("loss", "loss_global"):
                 v = st.get(key)
@@ -182,7 +188,24 @@ class Trainer:
             for k, v in st.items():
                 if v is not None:
                     acc[k] = acc.get(k, 0.0) + float(v) * (1 if k == "correct" else n)
+            if active is not None and upd.group == active[-1]:
+                break  # blocks above the active one are not needed in this phase
         part["_n"] = part.get("_n", 0) + n
+
+    def active_groups(self):
+        """Groups trained in this epoch under layer-wise training (None: all).
+
+        Block i trains during epochs i*E+1 .. (i+1)*E; the output layer
+        trains together with the last block, and after it.
+        """
+        E = self.cfg.layerwise_epochs
+        if not E:
+            return None
+        blocks = [b.name for b in self.model.spec.blocks]
+        i = min((self.epoch - 1) // E, len(blocks) - 1)
+        if i == len(blocks) - 1:
+            return [blocks[i], self.model.spec.out_name]
+        return [blocks[i]]
 
     def _epoch_record(self, lr: float, eval_res: dict, wall: float) -> dict:
         part = self.partial
@@ -190,8 +213,9 @@ class Trainer:
         out = self.model.spec.out_name
         rec = {"epoch": self.epoch, "lr": lr, "steps": self.step, "wall_s": wall,
                "train_examples": part.get("_n", 0),
-               "train_loss_global": part.get(out, {}).get("loss_global", 0.0) / n,
-               "train_error": 100.0 * (1 - part.get(out, {}).get("correct", 0.0) / n),
+               "train_loss_global": (part[out]["loss_global"] / n if out in part else float("nan")),
+               "train_error": (100.0 * (1 - part[out]["correct"] / n) if out in part
+                               else float("nan")),
                "test_loss": eval_res["loss"], "test_error": eval_res["error"],
                "eval_split": eval_res["split"]}
         for i, b in enumerate(self.model.spec.blocks):

@@ -172,3 +172,28 @@ def test_cli_train_and_eval_print_the_exit_table(tmp_path):
     assert len(lines) == 3  # two block exits and the output layer
     macs = [float(ln.split()[-1]) for ln in lines]
     assert macs == sorted(macs)  # deeper exits cost more
+
+
+def test_layerwise_training_updates_one_block_at_a_time(tmp_path):
+    # Mostafa et al. 2018: layers trained one after another. Epoch 1 trains
+    # block 0 only; epoch 2 block 1 and the output layer.
+    cfg = Config(**{**SMALL, "rule": "frc-sym", "layerwise_epochs": 1, "epochs": 2})
+    snaps = []
+
+    def snap(tr):
+        if tr.batch == tr.data.batches_per_epoch:  # last step of an epoch
+            snaps.append({k: np.array(v) for k, v in tr.model.params.items()})
+
+    tr = Trainer(cfg, str(tmp_path / "lw"), progress=False, log=_quiet, on_step=snap)
+    init = {k: np.array(v) for k, v in tr.model.params.items()}
+    tr.run()
+    e1, e2 = snaps
+    assert not np.array_equal(e1["layers.0.encoder.weight"], init["layers.0.encoder.weight"])
+    np.testing.assert_array_equal(e1["layers.1.encoder.weight"], init["layers.1.encoder.weight"])
+    np.testing.assert_array_equal(e1["layer_out.weight"], init["layer_out.weight"])
+    np.testing.assert_array_equal(e2["layers.0.encoder.weight"], e1["layers.0.encoder.weight"])
+    assert not np.array_equal(e2["layers.1.encoder.weight"], e1["layers.1.encoder.weight"])
+    assert not np.array_equal(e2["layer_out.weight"], e1["layer_out.weight"])
+    assert np.isnan(tr.history[0]["train_error"]) and tr.history[1]["test_error"] < 50
+    with pytest.raises(Exception, match="--layerwise-epochs needs a local rule"):
+        Trainer(cfg.replace(rule="backprop"), str(tmp_path / "bp"), progress=False, log=_quiet)

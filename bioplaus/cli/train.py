@@ -23,6 +23,7 @@ _OPTS = [
     ("--beta", "beta", float, "Weight of sim in predsim(-bio). [0.99]"),
     ("--target-proj-size", "target_proj_size", int, "Size of the label projection P (-bio). [128]"),
     ("--frc-loss", "frc_loss", str, "frc-* local loss: ce or hinge. [ce]"),
+    ("--layerwise-epochs", "layerwise_epochs", int, "Train one block after another, this many epochs each (local and frc-* rules). [0: all at once]"),
     ("--batch-size", "batch_size", int, "[128]"),
     ("--epochs", "epochs", int, "[400]"),
     ("--lr", "lr", float, "Initial learning rate. [5e-4]"),
