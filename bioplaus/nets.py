@@ -30,8 +30,12 @@ VGG_CFG = {
               "M", 512, 512, 512, 512, "M"],
 }
 
-# Mostafa, Ramesh & Cauwenberghs (2018), Sec. 4: the MNIST network has
-# three fully connected hidden layers of 1000 units.
+# Mostafa, Ramesh & Cauwenberghs (2018), MNIST experiments: a network of
+# three fully connected hidden layers (the paper's Fig. 3 compares it with
+# 1- and 3-hidden-layer backprop nets). The width, 1000 units, is our
+# reading of the paper and has not been checked against its text here; the
+# paper's CIFAR-10 and SVHN conv nets are not provided for the same reason:
+# use vgg* or mlp with the frc-* rules instead.
 MOSTAFA_FC_HIDDEN = 1000
 
 NETS = ("mlp", "mostafa-fc", *VGG_CFG)
