@@ -6,10 +6,11 @@ the fully connected layers of ``mlp`` 3x1024 and the conv layers of
 runs forward then backward (``dW``, ``db`` and ``dx``, the latter with
 ``B = W``); the FLOP count is :math:`2 \\cdot MACs` for the forward and
 twice that for the backward (one product for ``dW``, one for ``dx``). The
-peak is a large square float32 ``matmul`` measured in the same run, so the
-ratio says how close each op comes to what the BLAS (or cuBLAS) can do on
-this machine. Every number is a median over ``repeats`` timed samples; on a
-GPU the device is synchronised before each clock reading.
+peak is a large square float32 ``matmul`` measured in the same run,
+interleaved with the ops' samples, so the ratio says how close each op
+comes to what the BLAS (or cuBLAS) can do on this machine at that moment.
+Every number is a median over ``repeats`` timed samples; on a GPU the
+device is synchronised before each clock reading.
 """
 from __future__ import annotations
 
@@ -44,27 +45,24 @@ def vgg_conv_shapes(cfg=VGG8B_CFG, c_in=1, size=28):
     return shapes
 
 
-def _median_seconds(fn, xp, repeats, min_sample=0.02):
-    """Median seconds per call of ``fn`` over ``repeats`` samples.
-
-    One warm-up call; a sample repeats ``fn`` enough times to last at least
-    ``min_sample`` seconds (fast ops), then divides.
-    """
+def _calls_per_sample(fn, xp, min_sample=0.02):
+    """Calls of ``fn`` that make a sample of at least ``min_sample`` seconds (after a warm-up)."""
     fn()
     backend.synchronize(xp)
     t0 = time.perf_counter()
     fn()
     backend.synchronize(xp)
-    once = time.perf_counter() - t0
-    calls = max(1, int(min_sample / max(once, 1e-9)))
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        backend.synchronize(xp)
-        samples.append((time.perf_counter() - t0) / calls)
-    return statistics.median(samples)
+    return max(1, int(min_sample / max(time.perf_counter() - t0, 1e-9)))
+
+
+def _sample(fn, xp, calls):
+    """Seconds per call of ``fn``, averaged over ``calls`` back-to-back calls."""
+    backend.synchronize(xp)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    backend.synchronize(xp)
+    return (time.perf_counter() - t0) / calls
 
 
 def _random(xp, rng, shape, scale=1.0, channel_major=False):
@@ -78,24 +76,93 @@ def _random(xp, rng, shape, scale=1.0, channel_major=False):
     return a
 
 
-def matmul_peak(xp, size, repeats):
-    """Median GFLOP/s of a ``size``^3 float32 matrix product (the reference peak)."""
+def _peak_fn(xp, size):
+    """A ``size``^3 float32 matrix product into a preallocated output, and its FLOPs."""
     rng = np.random.default_rng(0)
     a = _random(xp, rng, (size, size))
     b = _random(xp, rng, (size, size))
     c = xp.empty((size, size), dtype=np.float32)
-    seconds = _median_seconds(lambda: xp.matmul(a, b, out=c), xp, repeats)
-    return 2.0 * size**3 / seconds / 1e9
+    return (lambda: xp.matmul(a, b, out=c)), 2.0 * size**3
 
 
-def _row(out, name, shape, t_fwd, t_bwd, gflop, peak):
-    rate = gflop / (t_fwd + t_bwd)
-    out(f"{name:<10}{shape:<26}{t_fwd * 1e3:>10.2f}{t_bwd * 1e3:>10.2f}"
-        f"{gflop:>10.2f}{rate:>11.1f}{100 * rate / peak:>8.0f}%")
-    return rate
+class _Timer:
+    """Times ops in samples interleaved with samples of the matmul peak.
+
+    Each of ``repeats`` rounds takes one peak sample, then one sample of each
+    op, so an op and the peak it is compared with see the same machine
+    (other processes on a shared machine slow both alike).
+    """
+
+    def __init__(self, xp, repeats, peak_size):
+        self.xp, self.repeats = xp, repeats
+        self.peak_fn, self.peak_flop = _peak_fn(xp, peak_size)
+        self.peak_calls = _calls_per_sample(self.peak_fn, xp)
+        self.peak_samples = []  # GFLOP/s, every sample taken
+
+    def run(self, fns):
+        """Median seconds per call of each of ``fns``, and the median peak (GFLOP/s) beside them."""
+        calls = [_calls_per_sample(fn, self.xp) for fn in fns]
+        samples, peaks = [[] for _ in fns], []
+        for _ in range(self.repeats):
+            peaks.append(self.peak_flop / _sample(self.peak_fn, self.xp, self.peak_calls) / 1e9)
+            for fn, n, acc in zip(fns, calls, samples):
+                acc.append(_sample(fn, self.xp, n))
+        self.peak_samples += peaks
+        return [statistics.median(acc) for acc in samples], statistics.median(peaks)
 
 
-def run_ops_bench(repeats=5, out=print, device="cpu", batch=128, peak_size=4096):
+def _table(out, title, rows, timer):
+    """Time and print one section; ``rows`` yields ``(name, shape, gflop, fwd, bwd)``.
+
+    Returns ``(GFLOP/s per row name, GFLOP/s of the whole section, peak beside it)``.
+    """
+    out("")
+    out(f"{title:<36}{'fwd ms':>10}{'bwd ms':>10}{'GFLOP':>9}{'GFLOP/s':>10}{'peak':>8}{'of peak':>9}")
+    rates, total_flop, total_s, peaks = {}, 0.0, 0.0, []
+    for name, shape, gflop, fwd, bwd in rows:
+        (t_fwd, t_bwd), peak = timer.run([fwd, bwd])
+        rates[name] = gflop / (t_fwd + t_bwd)
+        out(f"{name:<8}{shape:<28}{t_fwd * 1e3:>10.2f}{t_bwd * 1e3:>10.2f}{gflop:>9.2f}"
+            f"{rates[name]:>10.1f}{peak:>8.0f}{100 * rates[name] / peak:>8.0f}%")
+        total_flop, total_s = total_flop + gflop, total_s + t_fwd + t_bwd
+        peaks.append(peak)
+    rate, peak = total_flop / total_s, statistics.median(peaks)
+    out(f"{'all ' + title.split(' ')[0]:<36}{'':>20}{total_flop:>9.2f}{rate:>10.1f}{peak:>8.0f}"
+        f"{100 * rate / peak:>8.0f}%")
+    return rates, rate, peak
+
+
+def _linear_rows(xp, rng, batch):
+    """Rows of :func:`_table` for the dense layers of mlp 3x1024."""
+    for name, d_in, d_out in mlp_linear_shapes():
+        x = _random(xp, rng, (batch, d_in))
+        W = _random(xp, rng, (d_out, d_in), d_in**-0.5)
+        b = _random(xp, rng, (d_out,), d_in**-0.5)
+        dy = _random(xp, rng, (batch, d_out))
+        cache = linear_forward(x, W, b)[1]
+        gflop = 3 * 2 * batch * d_in * d_out / 1e9
+        yield (name, f"{batch}x{d_in} -> {d_out}", gflop,
+               lambda x=x, W=W, b=b: linear_forward(x, W, b),
+               lambda dy=dy, cache=cache: linear_backward(dy, cache))
+
+
+def _conv_rows(xp, rng, batch):
+    """Rows of :func:`_table` for the conv layers of vgg8b (one layer's arrays alive at a time)."""
+    for name, c_in, c_out, size in vgg_conv_shapes():
+        # input and upstream error laid out as the conv, pool and norm ops hand them on
+        x = _random(xp, rng, (batch, c_in, size, size), channel_major=True)
+        W = _random(xp, rng, (c_out, c_in, 3, 3), (9 * c_in) ** -0.5)
+        b = _random(xp, rng, (c_out,), (9 * c_in) ** -0.5)
+        dy = _random(xp, rng, (batch, c_out, size, size), channel_major=True)
+        cache = conv2d_forward(x, W, b, 1, 1)[1]
+        gflop = 3 * 2 * batch * size * size * c_out * c_in * 9 / 1e9
+        yield (name, f"{c_in}->{c_out} @{size}x{size} 3x3 p1", gflop,
+               lambda x=x, W=W, b=b: conv2d_forward(x, W, b, 1, 1),
+               lambda dy=dy, cache=cache: conv2d_backward(dy, cache))
+        del x, dy, cache
+
+
+def run_ops_bench(repeats=5, out=print, device="cpu", batch=128, peak_size=None):
     """Time linear and conv2d forward+backward at mlp 3x1024 and vgg8b shapes.
 
     Parameters
@@ -108,71 +175,43 @@ def run_ops_bench(repeats=5, out=print, device="cpu", batch=128, peak_size=4096)
         NumPy or CuPy (:func:`bioplaus.backend.get_xp`).
     batch : int
         Mini-batch size (128 in the papers' recipes).
-    peak_size : int
-        Side of the square float32 matmul that measures the peak.
+    peak_size : int, optional
+        Side of the square float32 matmul that measures the peak
+        (default 2048 on the CPU, 4096 on the GPU).
 
     Returns
     -------
     dict
-        ``peak`` (GFLOP/s, measured first; the ratios use it), ``peak_end``
-        (measured again last, as a check that the machine's speed did not
-        change during the run), ``linear`` and ``conv`` (name -> GFLOP/s),
-        ``all_linear`` and ``all_conv`` (GFLOP/s over the whole set).
+        ``peak`` (median GFLOP/s of every peak sample of the run),
+        ``linear`` and ``conv`` (name -> GFLOP/s), ``all_linear`` and
+        ``all_conv`` (GFLOP/s over each set) and ``ratio_linear``,
+        ``ratio_conv`` (each set's rate over the peak measured beside it).
+
+    Notes
+    -----
+    Each row's samples are interleaved with samples of the peak product
+    (:class:`_Timer`), and its ratio is taken against the peak measured
+    during that row: on a shared machine, load from other processes then
+    slows the op and its reference alike.
     """
     xp = backend.get_xp(device)
+    peak_size = peak_size or (2048 if device == "cpu" else 4096)
     rng = np.random.default_rng(0)
-    lib = f"{xp.__name__} {xp.__version__}"
-    out(f"bioplaus op benchmark: device {device} ({lib}), float32, batch {batch}, "
-        f"median of {repeats}")
-    peak = matmul_peak(xp, peak_size, max(repeats, 5))
-    out(f"float32 matmul peak ({peak_size}^3): {peak:.1f} GFLOP/s")
-    out("forward + backward (dW, db, dx with B = W); GFLOP = 3 x 2 x MACs")
-    header = f"{'op':<10}{'shape':<26}{'fwd ms':>10}{'bwd ms':>10}{'GFLOP':>10}{'GFLOP/s':>11}{'peak':>9}"
-    result = {"peak": peak, "linear": {}, "conv": {}}
-
+    timer = _Timer(xp, repeats, peak_size)
+    out(f"bioplaus op benchmark: device {device} ({xp.__name__} {xp.__version__}), float32, "
+        f"batch {batch}, median of {repeats} samples")
+    out(f"forward + backward (dW, db, dx with B = W): GFLOP = 3 x 2 x MACs; 'peak' is the "
+        f"GFLOP/s of a {peak_size}^3 float32 matmul, sampled between the op's samples")
+    result = {}
+    result["linear"], result["all_linear"], peak_lin = _table(
+        out, "linear (mlp 3x1024, 28x28)", _linear_rows(xp, rng, batch), timer)
+    result["conv"], result["all_conv"], peak_conv = _table(
+        out, "conv2d (vgg8b, 28x28)", _conv_rows(xp, rng, batch), timer)
+    result["ratio_linear"] = result["all_linear"] / peak_lin
+    result["ratio_conv"] = result["all_conv"] / peak_conv
+    result["peak"] = statistics.median(timer.peak_samples)
+    lo, hi = min(timer.peak_samples), max(timer.peak_samples)
     out("")
-    out(header)
-    totals = [0.0, 0.0]
-    for name, d_in, d_out in mlp_linear_shapes():
-        x = _random(xp, rng, (batch, d_in))
-        W = _random(xp, rng, (d_out, d_in), d_in**-0.5)
-        b = _random(xp, rng, (d_out,), d_in**-0.5)
-        dy = _random(xp, rng, (batch, d_out))
-        cache = linear_forward(x, W, b)[1]
-        t_fwd = _median_seconds(lambda: linear_forward(x, W, b), xp, repeats)
-        t_bwd = _median_seconds(lambda: linear_backward(dy, cache), xp, repeats)
-        gflop = 3 * 2 * batch * d_in * d_out / 1e9
-        result["linear"][name] = _row(out, name, f"{batch}x{d_in} -> {d_out}", t_fwd, t_bwd, gflop, peak)
-        totals = [totals[0] + gflop, totals[1] + t_fwd + t_bwd]
-    result["all_linear"] = totals[0] / totals[1]
-    out(f"{'all linear':<36}{'':>20}{totals[0]:>10.2f}{result['all_linear']:>11.1f}"
-        f"{100 * result['all_linear'] / peak:>8.0f}%")
-
-    out("")
-    out(header)
-    totals = [0.0, 0.0]
-    for name, c_in, c_out, size in vgg_conv_shapes():
-        # inputs and upstream errors laid out as the conv, pool and norm ops hand them on
-        x = _random(xp, rng, (batch, c_in, size, size), channel_major=True)
-        W = _random(xp, rng, (c_out, c_in, 3, 3), (9 * c_in) ** -0.5)
-        b = _random(xp, rng, (c_out,), (9 * c_in) ** -0.5)
-        dy = _random(xp, rng, (batch, c_out, size, size), channel_major=True)
-        fwd = lambda: conv2d_forward(x, W, b, 1, 1)  # noqa: E731
-        cache = fwd()[1]
-        t_fwd = _median_seconds(fwd, xp, repeats)
-        t_bwd = _median_seconds(lambda: conv2d_backward(dy, cache), xp, repeats)
-        del cache
-        gflop = 3 * 2 * batch * size * size * c_out * c_in * 9 / 1e9
-        shape = f"{c_in}->{c_out} @{size}x{size} 3x3"
-        result["conv"][name] = _row(out, name, shape, t_fwd, t_bwd, gflop, peak)
-        totals = [totals[0] + gflop, totals[1] + t_fwd + t_bwd]
-    result["all_conv"] = totals[0] / totals[1]
-    out(f"{'all conv':<36}{'':>20}{totals[0]:>10.2f}{result['all_conv']:>11.1f}"
-        f"{100 * result['all_conv'] / peak:>8.0f}%")
-    out("")
-    peak_end = matmul_peak(xp, peak_size, max(repeats, 5))
-    result["peak_end"] = peak_end
-    out(f"float32 matmul peak measured again at the end: {peak_end:.1f} GFLOP/s"
-        + ("" if abs(peak_end - peak) <= 0.1 * peak else
-           " (differs by more than 10%: the machine was busy; the ratios are unreliable)"))
+    out(f"matmul peak over the run: median {result['peak']:.1f} GFLOP/s (samples {lo:.1f} to {hi:.1f})"
+        + (" -- the machine's speed varied (other load?)" if hi > 1.25 * lo else ""))
     return result
