@@ -66,7 +66,10 @@ def _sample(fn, xp, calls):
 
 
 def _random(xp, rng, shape, scale=1.0, channel_major=False):
-    """A float32 normal array on ``xp``; ``channel_major`` lays out (n, c, h, w) as (c, n, h, w) in memory."""
+    """A float32 normal array on ``xp``.
+
+    ``channel_major`` lays a shape ``(n, c, h, w)`` out as ``(c, n, h, w)`` in memory.
+    """
     if channel_major:
         n, c, h, w = shape
         a = rng.standard_normal((c, n, h, w), dtype=np.float32).transpose(1, 0, 2, 3)
@@ -117,7 +120,8 @@ def _table(out, title, rows, timer):
     Returns ``(GFLOP/s per row name, GFLOP/s of the whole section, peak beside it)``.
     """
     out("")
-    out(f"{title:<36}{'fwd ms':>10}{'bwd ms':>10}{'GFLOP':>9}{'GFLOP/s':>10}{'peak':>8}{'of peak':>9}")
+    out(f"{title:<36}{'fwd ms':>10}{'bwd ms':>10}{'GFLOP':>9}{'GFLOP/s':>10}{'peak':>8}"
+        f"{'of peak':>9}")
     rates, total_flop, total_s, peaks = {}, 0.0, 0.0, []
     for name, shape, gflop, fwd, bwd in rows:
         (t_fwd, t_bwd), peak = timer.run([fwd, bwd])
@@ -212,6 +216,7 @@ def run_ops_bench(repeats=5, out=print, device="cpu", batch=128, peak_size=None)
     result["peak"] = statistics.median(timer.peak_samples)
     lo, hi = min(timer.peak_samples), max(timer.peak_samples)
     out("")
-    out(f"matmul peak over the run: median {result['peak']:.1f} GFLOP/s (samples {lo:.1f} to {hi:.1f})"
+    out(f"matmul peak over the run: median {result['peak']:.1f} GFLOP/s "
+        f"(samples {lo:.1f} to {hi:.1f})"
         + (" -- the machine's speed varied (other load?)" if hi > 1.25 * lo else ""))
     return result

@@ -220,8 +220,8 @@ def conv2d_forward(x, W, b=None, stride=1, pad=0):
 
     computed as :math:`Y = W_2\\,\\mathrm{cols}` with
     :math:`W_2` = ``W.reshape(c_out, -1)``: the convolution encoder of
-    every conv block in Nøkland & Eidnes (2019, Sec. 3) and Mostafa et al.
-    (2018, Sec. 2). Float32 in, float32 out.
+    every conv block in Nøkland & Eidnes (2019) and in Mostafa et al.
+    (2018). The dtype follows the inputs (float32 for training).
     """
     xp = array_module(x)
     if x.ndim != 4 or W.ndim != 4 or x.shape[1] != W.shape[1]:
@@ -283,9 +283,9 @@ def conv2d_backward(dy, cache, B=None, need_dx=True):
         \\delta_x = \\mathrm{col2im}(B_2^\\top dY),
 
     :math:`B = W` for backpropagation, a fixed random :math:`B` for feedback
-    alignment (Lillicrap et al. 2016; Nøkland & Eidnes 2019, Sec. 3.3). The
-    ``dx`` of backpropagation equals the transposed convolution of ``dy``
-    with ``W``.
+    alignment (Lillicrap et al. 2016; the ``-bio`` rules of Nøkland & Eidnes
+    2019). The ``dx`` of backpropagation equals the transposed convolution
+    of ``dy`` with ``W``.
     """
     xp = array_module(dy)
     cols, x_shape, W, stride, pad, has_bias = cache
@@ -295,7 +295,8 @@ def conv2d_backward(dy, cache, B=None, need_dx=True):
     ow = conv_output_size(x_shape[3], kw, stride[1], pad[1])
     if dy.shape != (n, c_out, oh, ow):
         raise ValueError(f"conv2d_backward: dy must be {(n, c_out, oh, ow)}, got {dy.shape}")
-    dY = dy.transpose(1, 0, 2, 3).reshape(c_out, n * oh * ow)  # copies only if dy is not channel-major
+    # (c_out, n*oh*ow); copies only if dy is not channel-major in memory
+    dY = dy.transpose(1, 0, 2, 3).reshape(c_out, n * oh * ow)
     dW = xp.matmul(dY, cols.T).reshape(W.shape)  # (c_out, c_in, kh, kw)
     db = dY.sum(axis=1) if has_bias else None  # (c_out,)
     if not need_dx:

@@ -81,9 +81,9 @@ def maxpool2d_forward(x, k=2, stride=2):
 
     On ties the winner is the first maximum in row-major window order, as
     in PyTorch's ``max_pool2d``; the backward sends the error to that one
-    entry only ("max-pool routes the error to the winner", Mostafa et al.
-    2018, Sec. 3). The winner index is computed without branches:
-    with :math:`e_t = [v_t \\ne y]`, the first ``t`` where the window
+    entry only (as in the feedback-alignment baseline of Mostafa et al.,
+    2018, where max-pool routes the error to the winner). The winner index
+    is computed without branches: with :math:`e_t = [v_t \\ne y]`, the first ``t`` where the window
     entry :math:`v_t` equals the maximum is
     :math:`e_0 (1 + e_1 (1 + \\dots (1 + e_{T-2})))`.
     """
@@ -214,7 +214,7 @@ def avgpool2d_forward(x, kernel=(2, 2), pad=(0, 0), stride=None):
 
     PyTorch's ``AvgPool2d(kernel, stride, padding, ceil_mode=False,
     count_include_pad=True)``: the pooling before the local decoder of
-    Nøkland & Eidnes (2019, Sec. 3; geometry from
+    Nøkland & Eidnes (2019; geometry from
     :func:`decoder_pool_geometry`). The window sum is separable, so it is
     computed as two matrix products with the membership matrices of
     :func:`pooling_matrix` (padding needs no copy, and a product is much
@@ -232,7 +232,8 @@ def avgpool2d_forward(x, kernel=(2, 2), pad=(0, 0), stride=None):
     pool_w = (k[1], stride[1], pad[1]) != (1, 1, 0)
     scale = 1.0 / (k[0] * k[1])
     A_h = pooling_matrix(xp, h, k[0], stride[0], pad[0], dtype, scale) if pool_h else None
-    A_w = pooling_matrix(xp, w, k[1], stride[1], pad[1], dtype, 1.0 if pool_h else scale) if pool_w else None
+    scale_w = 1.0 if pool_h else scale  # the 1 / (kh*kw) goes into one of the two
+    A_w = pooling_matrix(xp, w, k[1], stride[1], pad[1], dtype, scale_w) if pool_w else None
     y = x
     if A_w is not None:
         y = xp.matmul(y, A_w.T)  # (n, c, h, ow)
@@ -315,7 +316,8 @@ def decoder_pool_geometry(channels, size, dim_in_decoder):
     keeps the decoder's input size right even if they did not.
     """
     if channels < 1 or size < 1 or dim_in_decoder < 1:
-        raise ValueError("decoder_pool_geometry: channels, size and dim_in_decoder must be positive")
+        raise ValueError("decoder_pool_geometry: channels, size and dim_in_decoder "
+                         "must be positive")
     kh = kw = 1
     oh = ow = size
     while channels * oh * ow > dim_in_decoder and kh < size:

@@ -63,7 +63,8 @@ def naive_avgpool(x, kernel, pad, stride):
         for ch in range(c):
             for p in range(oh):
                 for q in range(ow):
-                    y[m, ch, p, q] = xpad[m, ch, p * sh : p * sh + kh, q * sw : q * sw + kw].sum() / (kh * kw)
+                    window = xpad[m, ch, p * sh : p * sh + kh, q * sw : q * sw + kw]
+                    y[m, ch, p, q] = window.sum() / (kh * kw)
     return y
 
 
@@ -108,7 +109,7 @@ def test_maxpool_matches_torch_and_finite_differences(geom):
 
 def test_maxpool_keeps_channel_major_memory():
     rng = np.random.default_rng(2)
-    x = np.ascontiguousarray(rng.standard_normal((4, 3, 6, 6)).transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    x = rng.standard_normal((3, 4, 6, 6)).transpose(1, 0, 2, 3)  # (n, c, h, w), memory (c, n, h, w)
     y, cache = maxpool2d_forward(x, 2, 2)
     assert y.transpose(1, 0, 2, 3).flags.c_contiguous
     dx = maxpool2d_backward(y, cache)
@@ -128,7 +129,8 @@ def test_avgpool_matches_loops_torch_and_finite_differences(geom):
     dy = rng.standard_normal(y.shape)
     dx = avgpool2d_backward(dy, cache)
     tx = torch.tensor(x, requires_grad=True)
-    ty = torch.nn.functional.avg_pool2d(tx, kernel, stride, pad, ceil_mode=False, count_include_pad=True)
+    ty = torch.nn.functional.avg_pool2d(tx, kernel, stride, pad, ceil_mode=False,
+                                        count_include_pad=True)
     ty.backward(torch.tensor(dy))
     assert ty.shape == y.shape
     assert rel_error(y, ty.detach().numpy()) < 1e-12
@@ -214,7 +216,8 @@ def test_numpy_cupy_parity(xp):
     y, c = maxpool2d_forward(backend.to_device(x, xp), 2, 2)
     assert backend.array_module(y) is xp
     np.testing.assert_array_equal(backend.to_numpy(y), y_ref)
-    np.testing.assert_array_equal(backend.to_numpy(maxpool2d_backward(backend.to_device(dy_max, xp), c)), dx_ref)
+    dx = maxpool2d_backward(backend.to_device(dy_max, xp), c)
+    np.testing.assert_array_equal(backend.to_numpy(dx), dx_ref)
     ya_ref, ca_ref = avgpool2d_forward(x, (4, 2), (2, 1))
     dy_avg = rng.standard_normal(ya_ref.shape)
     ya, ca = avgpool2d_forward(backend.to_device(x, xp), (4, 2), (2, 1))
