@@ -140,13 +140,13 @@ def test_steps_command_prints_every_figure():
     assert "load average" in out
     header = next(line for line in out.splitlines() if line.startswith("net"))
     for col in ("ms/step", "img/s", "GFLOP", "GFLOP/s", "%peak", "state MB", "peak MB",
-                "torch ms", "ratio"):
+                "torch ms", "ratio", "min ratio"):
         assert col in header
     rows = _rows(out, "mlp")
     assert [r[1] for r in rows] == ["predsim"]
     for r in rows:
         values = r[2:]
-        assert len(values) == 10, r
+        assert len(values) == 11, r
         assert all(re.fullmatch(NUM + "%?", v) for v in values), r  # torch timed: no '-'
         assert float(values[2]) > 0  # images/s
 
@@ -156,7 +156,7 @@ def test_steps_command_prints_every_figure():
     assert res.exit_code == 0, res.output
     assert "not timed (--no-torch)" in res.output
     (r,) = _rows(res.output, "mlp")
-    assert r[-2:] == ["-", "-"]
+    assert r[-3:] == ["-", "-", "-"]
 
 
 def test_steps_memory_command_prints_the_depth_table():

@@ -192,11 +192,39 @@ def make_batch(xp, n: int, input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES, see
     return backend.to_device(x, xp), backend.to_device(y, xp), x, y
 
 
-def matmul_peak_gflops(xp, size: int = 4096, repeats: int = 3) -> float:
-    """Float32 matmul peak of this machine, GFLOP/s (the op benchmark's measurement)."""
-    from bioplaus.bench.ops import matmul_peak
+class MatmulPeak:
+    """The float32 matrix-product peak: one ``size``^3 product per call.
 
-    return float(matmul_peak(xp, size, repeats))
+    Called as one more contender in :func:`time_interleaved`, it is sampled
+    beside every step, so each row's ``%peak`` compares the step with the
+    peak the machine gave at the same moment.
+    """
+
+    def __init__(self, xp, size: int = 4096):
+        rng = np.random.default_rng(0)
+        self.xp, self.size = xp, int(size)
+        self.a = backend.to_device(rng.standard_normal((size, size), dtype=np.float32), xp)
+        self.b = backend.to_device(rng.standard_normal((size, size), dtype=np.float32), xp)
+        self.c = xp.empty((size, size), dtype=np.float32)
+        self.calls = 1
+        sync = lambda: backend.synchronize(xp)  # noqa: E731
+        _timed(self, sync)
+        once = _timed(self, sync)
+        self.calls = max(1, int(0.05 / max(once, 1e-9)))  # a call lasts 50 ms at least
+
+    def __call__(self):
+        for _ in range(self.calls):
+            self.xp.matmul(self.a, self.b, out=self.c)
+
+    def gflops(self, seconds: float) -> float:
+        """GFLOP/s of a call that took ``seconds``."""
+        return 2.0 * self.size ** 3 * self.calls / seconds / 1e9
+
+    def measure(self, repeats: int = 3) -> float:
+        """Median GFLOP/s of ``repeats`` products after one warm-up."""
+        sync = lambda: backend.synchronize(self.xp)  # noqa: E731
+        s = time_interleaved({"peak": self}, {"peak": sync}, repeats)["peak"]
+        return self.gflops(statistics.median(s))
 
 
 def _timed(fn, sync) -> float:
@@ -233,7 +261,7 @@ def time_interleaved(fns: dict, syncs: dict, repeats: int, warmup: int = 1,
 
 # -- the table ------------------------------------------------------------------------------
 COLUMNS = ("net", "rule", "ms/step", "min ms", "img/s", "GFLOP", "GFLOP/s", "%peak",
-           "state MB", "peak MB", "torch ms", "ratio")
+           "state MB", "peak MB", "torch ms", "ratio", "min ratio")
 
 
 def _fmt_row(r: dict) -> str:
@@ -243,21 +271,20 @@ def _fmt_row(r: dict) -> str:
     return (f"{r['net']:<8}{r['rule']:<10}{f(r['ms'], '10.1f')}{f(r['min_ms'], '10.1f')}"
             f"{f(r['img_s'], '9.1f')}{f(r['gflop'], '9.2f')}{f(r['gflops'], '9.1f')}"
             f"{f(r['pct_peak'], '7.0f')}%{f(r['state_mb'], '10.1f')}{f(r['peak_mb'], '9.1f')}"
-            f"{f(r['torch_ms'], '10.1f')}{f(r['ratio'], '7.2f')}")
+            f"{f(r['torch_ms'], '10.1f')}{f(r['ratio'], '7.2f')}{f(r['min_ratio'], '11.2f')}")
 
 
 def _header() -> str:
-    w = (8, 10, 10, 10, 9, 9, 9, 8, 10, 9, 10, 7)
+    w = (8, 10, 10, 10, 9, 9, 9, 8, 10, 9, 10, 7, 11)
     return "".join(f"{c:<{n}}" if i < 2 else f"{c:>{n}}" for i, (c, n) in enumerate(zip(COLUMNS, w)))
 
 
 def machine_line() -> str:
-    """CPU count and load average: the figures are only as quiet as the machine."""
+    """The load average: the figures are only as quiet as the machine."""
     try:
-        load = "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+        return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:  # pragma: no cover - not on every platform
-        load = "load average n/a"
-    return f"{os.cpu_count()} CPUs, {load}"
+        return "load average n/a"
 
 
 def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backprop"), *,
@@ -267,32 +294,41 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
                     input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> dict:
     """Time whole training steps of every (net, rule) and print one row each.
 
-    Returns ``{"peak": GFLOP/s, "rows": [dict per (net, rule)]}``; each row
-    holds ``ms`` (median ms/step), ``min_ms``, ``img_s``, ``gflop``,
-    ``gflops``, ``pct_peak``, ``state_mb`` (parameters, buffers, fixed
+    Returns ``{"peak": GFLOP/s at the start, "rows": [dict per (net, rule)]}``;
+    each row holds ``ms`` (median ms/step), ``min_ms``, ``img_s``, ``gflop``,
+    ``gflops``, ``peak`` (median matmul peak sampled beside the row's steps),
+    ``pct_peak``, ``state_mb`` (parameters, buffers, fixed
     matrices, optimizer moments), ``peak_mb`` (the most bytes a step
     allocates on top of them: tracemalloc on the CPU, CuPy's pool on a
-    GPU), ``torch_ms`` and ``ratio`` (bioplaus / torch; None without torch).
+    GPU), ``torch_ms``, ``ratio`` (bioplaus / torch, of the medians) and
+    ``min_ratio`` (of the fastest steps: on a busy machine the least
+    disturbed ones); None without torch.
     """
     from bioplaus.bench.memory import step_peak_bytes
 
     xp = backend.get_xp(device)
     torch_mod, why = load_torch_step() if use_torch else (None, "--no-torch")
-    peak = matmul_peak_gflops(xp, peak_size, max(3, repeats))
+    if torch_mod is not None and device == "gpu" and not torch_mod.torch.cuda.is_available():
+        torch_mod, why = None, "this torch has no CUDA; a CPU time is no comparison for a GPU step"
+    peak_fn = MatmulPeak(xp, peak_size)
+    peak = peak_fn.measure(3)
     lib = f"{xp.__name__} {xp.__version__}"
     out(f"bioplaus step benchmark: device {device} ({lib}), float32, batch {batch}, "
         f"inputs {'x'.join(map(str, input_shape))}, {num_classes} classes, dropout {dropout}, "
         f"Adam; median of {repeats} steps after 1 warm-up")
-    out(f"machine: {machine_line()}")
-    out(f"float32 matmul peak ({peak_size}^3, same run): {peak:.1f} GFLOP/s")
+    from bioplaus.train import machine_description
+
+    out(f"machine: {machine_description(xp)}; {machine_line()}")
+    out(f"float32 matmul peak ({peak_size}^3): {peak:.1f} GFLOP/s at the start; sampled again "
+        f"beside every timed step, and each row's %peak uses the median of its own samples")
     if torch_mod is None:
         out(f"PyTorch formulation: not timed ({why})")
     else:
-        import sys
-
-        torch = sys.modules["torch"]
+        torch = torch_mod.torch
+        where = (f"CUDA ({torch.cuda.get_device_name()})" if device == "gpu" else
+                 f"{torch.get_num_threads()} threads")
         out(f"PyTorch formulation: benchmarks/torch_step.py, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, timed in turn with bioplaus (0.3 s pause "
+            f"{where}, timed in turn with bioplaus (0.3 s pause "
             f"before each timed step, so neither library's idle BLAS threads spin on the other's)")
     out("GFLOP: matrix products of the step (encoders fwd + dW [+ dx for backprop], local "
         "decoders, sim heads, similarity matrices, output layer); peak MB: arrays a step "
@@ -307,8 +343,9 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
                                dim_in_decoder=dim_in_decoder, dropout=dropout, device=device)
             bp = BioplausStep(cfg, xp, x, y, input_shape, num_classes)
             flops = step_flops(bp.model, batch)
-            fns = {"bioplaus": bp}
-            syncs = {"bioplaus": lambda: backend.synchronize(xp)}
+            fns = {"bioplaus": bp, "peak": peak_fn}
+            syncs = {"bioplaus": lambda: backend.synchronize(xp),
+                     "peak": lambda: backend.synchronize(xp)}
             if torch_mod is not None:
                 tdev = "cuda" if device == "gpu" else "cpu"
                 ts = torch_mod.TorchStep(bp.model, lr=cfg.lr, dropout=dropout, device=tdev)
@@ -318,19 +355,24 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
             samples = time_interleaved(fns, syncs, repeats)
             peak_bytes = step_peak_bytes(bp, xp)
             med = statistics.median(samples["bioplaus"])
-            row = {"net": net, "rule": rule, "ms": 1e3 * med,
+            row_peak = peak_fn.gflops(statistics.median(samples["peak"]))
+            row = {"net": net, "rule": rule, "ms": 1e3 * med, "peak": row_peak,
                    "min_ms": 1e3 * min(samples["bioplaus"]), "img_s": batch / med,
                    "gflop": flops.total / 1e9, "gflops": flops.total / med / 1e9,
-                   "pct_peak": 100 * flops.total / med / 1e9 / peak,
+                   "pct_peak": 100 * flops.total / med / 1e9 / row_peak,
                    "state_mb": bp.state_bytes() / 2**20, "peak_mb": peak_bytes / 2**20,
-                   "torch_ms": None, "ratio": None, "samples": samples, "flops": flops}
+                   "torch_ms": None, "ratio": None, "min_ratio": None, "samples": samples,
+                   "flops": flops}
             if "torch" in samples:
                 tmed = statistics.median(samples["torch"])
                 row["torch_ms"] = 1e3 * tmed
                 row["ratio"] = med / tmed
+                row["min_ratio"] = min(samples["bioplaus"]) / min(samples["torch"])
             rows.append(row)
             out(_fmt_row(row))
             del bp, fns
     out("")
-    out(f"machine after the run: {machine_line()}")
+    peaks = [r["peak"] for r in rows]
+    out(f"matmul peak beside the rows: {min(peaks):.1f} to {max(peaks):.1f} GFLOP/s; "
+        f"machine after the run: {machine_line()}")
     return {"peak": peak, "rows": rows}
