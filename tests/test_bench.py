@@ -158,6 +158,13 @@ def test_steps_command_prints_every_figure():
     (r,) = _rows(res.output, "mlp")
     assert r[-3:] == ["-", "-", "-"]
 
+    # a rule the PyTorch side does not formulate: bioplaus's figures alone
+    res = CliRunner().invoke(steps_cmd, ["--nets", "mlp", "--rules", "frc-sym", "--batch-size", "8",
+                                         "--repeats", "1", "--num-hidden", "16", "--peak-size", "64"])
+    assert res.exit_code == 0, res.output
+    (r,) = _rows(res.output, "mlp")
+    assert re.fullmatch(NUM, r[2]) and r[-3:] == ["-", "-", "-"]
+
 
 def test_steps_memory_command_prints_the_depth_table():
     res = CliRunner().invoke(steps_cmd, ["--memory", "--rules", "pred-bio", "--memory-batch", "2",

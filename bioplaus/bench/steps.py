@@ -346,7 +346,7 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
             fns = {"bioplaus": bp, "peak": peak_fn}
             syncs = {"bioplaus": lambda: backend.synchronize(xp),
                      "peak": lambda: backend.synchronize(xp)}
-            if torch_mod is not None:
+            if torch_mod is not None and rule in torch_mod.RULES:
                 tdev = "cuda" if device == "gpu" else "cpu"
                 ts = torch_mod.TorchStep(bp.model, lr=cfg.lr, dropout=dropout, device=tdev)
                 xt, yt = torch_mod.inputs(x_host, y_host, tdev)
