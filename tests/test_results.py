@@ -16,8 +16,13 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_every_recipe_in_runs_is_valid_and_the_paper_rows_are_complete():
     paths = glob.glob(os.path.join(HERE, "runs", "*", "*.toml"))
     recs = [load_recipe(p) for p in paths]
+    from bioplaus.config import validate
+    from bioplaus.train import check_rule_options
+
     for r in recs:
-        Config.from_dict(r.config)  # every key is an option
+        cfg = Config.from_dict(r.config)  # every key is an option
+        validate(cfg)
+        check_rule_options(cfg)  # and every option applies to the recipe's rule
     with_paper = {(r.config["dataset"], r.config["net"], r.config["rule"]): r.paper["error"]
                   for r in recs if r.paper}
     # SPEC §7: 12 rows x 4 rules, 3 bio and 2 glob+sim numbers
