@@ -251,6 +251,10 @@ class Trainer:
         """Train until ``cfg.epochs`` (or ``cfg.max_steps``); return the last record."""
         cfg = self.cfg
         self.t0 = time.time()
+        with open(os.path.join(self.out_dir, TEXT_LOG), "a") as f:
+            f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {'resumed' if self.step else 'started'}: "
+                    f"{self.command or '(no command recorded)'}; commit {git_commit()}; "
+                    f"{machine_description(self.xp)}\n")
         last_save = time.time()
         stop = {"flag": False}
         prev = None
