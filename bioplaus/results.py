@@ -57,6 +57,8 @@ def render_table(rows: list[dict]) -> str:
             link = os.path.join(r["run_dir"], "train.log")
             ours = f"[{r['ours']:.2f}]({link})"
             ep = f"{r['epochs']}/{r['epochs_total']}"
+            if r["epochs"] < r["epochs_total"]:
+                ep += " unfinished"
             if r["epochs_total"] != r["recipe_epochs"]:
                 ep += f" (shortened; recipe: {r['recipe_epochs']})"
             mach = r.get("machine", "")
