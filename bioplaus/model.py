@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bioplaus import backend, feedback
+from bioplaus import feedback
 from bioplaus.blocks import init_block, init_uniform
 from bioplaus.nets import NetSpec, build_net
 from bioplaus.ops import pool as pool_ops
@@ -135,15 +135,3 @@ def build_model(cfg, input_shape, num_classes: int, xp=np, dtype=np.float32) -> 
                  heads=tuple(heads), nonlin=cfg.nonlin, beta=float(cfg.beta), seed=seed,
                  xp=xp, dtype=dtype, cfg=cfg, groups=groups)
 
-
-def to_xp(model: Model, xp, dtype=None) -> Model:
-    """A copy of ``model`` with every array moved to ``xp`` (and cast)."""
-    dtype = dtype or model.dtype
-
-    def mv(d):
-        return {k: backend.to_device(v, xp, dtype) for k, v in d.items()}
-
-    return Model(spec=model.spec, rule=model.rule, params=mv(model.params),
-                 buffers=mv(model.buffers), fixed=mv(model.fixed), heads=model.heads,
-                 nonlin=model.nonlin, beta=model.beta, seed=model.seed, xp=xp, dtype=dtype,
-                 cfg=model.cfg, groups=model.groups)

@@ -18,7 +18,7 @@ from bioplaus.ops import dropout as drop_ops
 from bioplaus.ops import linear as lin_ops
 from bioplaus.rules.frc import frc_block_update
 from bioplaus.rules.global_ import global_updates
-from bioplaus.rules.local import local_block_update
+from bioplaus.rules.local import decoder_input, local_block_update
 
 
 class Update(NamedTuple):
@@ -156,8 +156,6 @@ def evaluate_batch(model, x):
         pred = None
         p = f"{b.name}."
         if rule.pred:
-            from bioplaus.rules.local import decoder_input
-
             f, _ = decoder_input(h, model.heads[i])
             y_hat, _ = lin_ops.linear_forward(f, model.params[p + "decoder_y.weight"],
                                               model.params[p + "decoder_y.bias"])
