@@ -21,6 +21,8 @@ This is the only module that imports CuPy.
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import zlib
 
 import numpy as np
@@ -118,6 +120,119 @@ def synchronize(xp) -> None:
     """Wait for queued GPU work (no-op on NumPy); used by timers."""
     if xp is not np:
         xp.cuda.Stream.null.synchronize()
+
+
+# ----------------------------------------------------------------------------
+# Reused host buffers for large temporaries
+# ----------------------------------------------------------------------------
+class HostPool:
+    """Large NumPy buffers kept between uses, like CuPy's memory pool on a GPU.
+
+    A training step allocates the same few large arrays every time (im2col
+    columns, their gradients, conv outputs: up to ~1 GB each for vgg8b at
+    batch 128). Freshly allocated memory costs the kernel a page fault and a
+    zero-fill per page on first touch; on this project's 2-core machine that
+    was about a tenth of a vgg8b step. The pool hands out views of buffers it
+    keeps instead.
+
+    A buffer is free when no array uses it any more: every view NumPy makes
+    of a buffer references it (``view.base``), so a buffer whose reference
+    count has fallen back to the pool's own references is free. Nothing has
+    to be released by hand, and a cached array (an op's forward cache) keeps
+    its buffer as long as it lives.
+
+    Requests below ``min_bytes`` go to ``np.empty``. A request takes the
+    smallest free buffer that is large enough; if there is none, free
+    buffers smaller than the request are dropped and a new one is made, so
+    the pool holds about as much as the step's largest set of temporaries
+    alive at once.
+    """
+
+    def __init__(self, min_bytes: int = 1 << 22):
+        self.min_bytes = int(min_bytes)
+        self.enabled = True
+        self._bufs: list = []
+
+    @staticmethod
+    def _is_free(buf) -> bool:
+        # references: the pool's list, the caller's loop name, this
+        # function's argument and getrefcount's own argument
+        return sys.getrefcount(buf) <= 4
+
+    def empty(self, shape, dtype):
+        """An uninitialised array of ``shape`` and ``dtype`` (C order)."""
+        dtype = np.dtype(dtype)
+        shape = tuple(int(s) for s in shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if not self.enabled or nbytes < self.min_bytes:
+            return np.empty(shape, dtype)
+        best = None
+        for buf in self._bufs:
+            if buf.nbytes >= nbytes and self._is_free(buf) and (
+                    best is None or buf.nbytes < best.nbytes):
+                best = buf
+        if best is None:
+            keep = []
+            for buf in self._bufs:
+                if buf.nbytes >= nbytes or not self._is_free(buf):
+                    keep.append(buf)
+            self._bufs = keep
+            best = np.empty(nbytes, np.uint8)
+            self._bufs.append(best)
+        return best[:nbytes].view(dtype).reshape(shape)
+
+    def held_bytes(self) -> int:
+        """Bytes of every buffer the pool holds, free or in use."""
+        return int(sum(b.nbytes for b in self._bufs))
+
+    def clear(self) -> None:
+        """Forget every buffer (those in use live on with their arrays)."""
+        self._bufs = []
+
+    @contextlib.contextmanager
+    def disabled(self):
+        """Allocate with plain ``np.empty`` inside the block (memory measurements)."""
+        was = self.enabled
+        self.enabled = False
+        try:
+            yield self
+        finally:
+            self.enabled = was
+
+
+host_pool = HostPool()
+
+
+def empty(xp, shape, dtype):
+    """``xp.empty(shape, dtype)``, from :data:`host_pool` on NumPy."""
+    if xp is np:
+        return host_pool.empty(shape, dtype)
+    return xp.empty(shape, dtype=dtype)
+
+
+def empty_like(x, dtype=None):
+    """An uninitialised array shaped like ``x`` whose memory is ordered as ``x``'s.
+
+    NumPy's elementwise ops keep their input's memory order (conv outputs
+    are channel-major, see :mod:`bioplaus.ops.conv`); an output taken from
+    here with ``out=`` keeps it too. From :data:`host_pool` on NumPy.
+    """
+    xp = array_module(x)
+    dtype = x.dtype if dtype is None else dtype
+    if xp is not np:
+        return xp.empty_like(x, dtype=dtype)
+    order = sorted(range(x.ndim), key=lambda a: -abs(x.strides[a]))  # outermost first
+    buf = host_pool.empty([x.shape[a] for a in order], dtype)
+    return buf.transpose(np.argsort(order))
+
+
+def zeros(xp, shape, dtype):
+    """``xp.zeros(shape, dtype)``, from :data:`host_pool` on NumPy."""
+    if xp is np:
+        out = host_pool.empty(shape, dtype)
+        out.fill(0)
+        return out
+    return xp.zeros(shape, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------

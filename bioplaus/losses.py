@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import backend
 from .backend import TRAIN_DTYPE, array_module
 
 #: The constant added to each row's norm before dividing (reference code).
@@ -218,6 +219,14 @@ class SimilarityCache(NamedTuple):
     inside: object
 
 
+def _map_std(xp, z):
+    """Unbiased standard deviation of each row ``z[i, k, :]`` (``z.std(axis=2, ddof=1)``),
+    its centred temporary taken from the host pool."""
+    d = xp.subtract(z, z.mean(axis=2, keepdims=True), out=backend.empty_like(z))
+    d *= d
+    return xp.sqrt(d.sum(axis=2) / (z.shape[2] - 1))
+
+
 def similarity_matrix_forward(x, use_std=True):
     """Adjusted cosine similarity matrix ``S(x)`` of a batch.
 
@@ -256,7 +265,7 @@ def similarity_matrix_forward(x, use_std=True):
     n = x.shape[0]
     if x.ndim == 4 and use_std and x.shape[1] > 3 and x.shape[2] > 1:
         z = x.reshape(n, x.shape[1], -1)  # (n, c, h*w)
-        s = z.std(axis=2, ddof=1)  # (n, c)
+        s = _map_std(xp, z)  # (n, c)
         X = s
     elif x.ndim in (2, 4):
         z = s = None
@@ -332,7 +341,7 @@ def similarity_matrix_backward(dS, cache):
     m = z.shape[2]  # spatial positions N
     safe_s = xp.where(s > 0, s, 1)
     ds_coef = xp.where(s > 0, dX / ((m - 1) * safe_s), 0)  # (n, c)
-    dz = z - z.mean(axis=2, keepdims=True)  # (n, c, h*w), centred maps
+    dz = xp.subtract(z, z.mean(axis=2, keepdims=True), out=backend.empty_like(z))  # centred maps
     dz *= ds_coef[:, :, None]
     return dz.reshape(x_shape)
 

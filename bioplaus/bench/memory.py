@@ -13,6 +13,9 @@ caches (im2col columns, batch-norm's normalised input, ReLU masks, pool
 winners), gradients and temporaries. On the CPU it is read from
 :mod:`tracemalloc` (NumPy reports every array buffer to it); on a GPU from
 CuPy's default memory pool (bytes in use, sampled after every allocation).
+On the CPU the host pool (:class:`bioplaus.backend.HostPool`) is switched
+off while tracing, so that both count live arrays; what the host pool
+itself holds after a step is reported beside it (*pool MB*).
 
 *Kept at yield* is, under a local rule, what the step still holds when it
 hands a block's update to the optimizer, beyond the two things it must
@@ -58,6 +61,10 @@ class _Tracker:
             self._hook = _PeakHook()
             self._hook.__enter__()
         else:
+            # measure live arrays, as CuPy's used bytes do: the host pool's
+            # reuse would hide them from tracemalloc (its size is reported apart)
+            self._pool_off = backend.host_pool.disabled()
+            self._pool_off.__enter__()
             self._was_tracing = tracemalloc.is_tracing()
             if not self._was_tracing:
                 tracemalloc.start()
@@ -84,6 +91,7 @@ class _Tracker:
             self.final_peak = self.peak()
             if not self._was_tracing:
                 tracemalloc.stop()
+            self._pool_off.__exit__(*exc)
         return False
 
 
@@ -148,9 +156,12 @@ def run_memory_bench(rules=("predsim", "pred-bio"), *, batch: int = 32, device: 
         f"parameters and optimizer state ({'CuPy pool' if xp is not np else 'tracemalloc'})")
     out("kept: the most a local step still holds when it hands a block's update to the "
         "optimizer, beyond the block's output and the update")
+    if xp is np:
+        out("pool MB: what the host pool holds after two steps (large buffers reused from step "
+            "to step instead of fresh memory), shallow and deep")
     out("")
     out(f"{'nets':<16}{'rule':<10}{'shallow MB':>12}{'deep MB':>10}{'deep/shallow':>14}"
-        f"{'kept MB':>10}{'kept MB':>10}")
+        f"{'kept MB':>10}{'kept MB':>10}{'pool MB':>10}{'pool MB':>10}")
     rows = []
     for shallow, deep in pairs:
         for rule in rules:
@@ -159,22 +170,29 @@ def run_memory_bench(rules=("predsim", "pred-bio"), *, batch: int = 32, device: 
                 cfg = st.bench_config(net, rule, batch=batch, num_layers=nl, num_hidden=num_hidden,
                                       feat_mult=feat_mult, dim_in_decoder=dim_in_decoder,
                                       device=device)
+                backend.host_pool.clear()
                 step = st.BioplausStep(cfg, xp, x, y, input_shape, num_classes)
                 step()  # warm-up: moments and pools allocated before measuring
-                res.append(step_memory_profile(step, xp))
+                step()
+                held = backend.host_pool.held_bytes() if xp is np else None
+                res.append({**step_memory_profile(step, xp), "pool": held})
                 del step
+                backend.host_pool.clear()
             a, b = res
             row = {"nets": f"{shallow[0]}/{deep[0]}", "rule": rule,
                    "shallow_mb": a["peak"] / 2**20, "deep_mb": b["peak"] / 2**20,
                    "ratio": b["peak"] / max(a["peak"], 1),
                    "kept_shallow_mb": max(a["kept"], default=None),
-                   "kept_deep_mb": max(b["kept"], default=None)}
-            for k in ("kept_shallow_mb", "kept_deep_mb"):
+                   "kept_deep_mb": max(b["kept"], default=None),
+                   "pool_shallow_mb": a["pool"], "pool_deep_mb": b["pool"]}
+            for k in ("kept_shallow_mb", "kept_deep_mb", "pool_shallow_mb", "pool_deep_mb"):
                 if row[k] is not None:
                     row[k] /= 2**20
             rows.append(row)
             ks = "-" if row["kept_shallow_mb"] is None else f"{row['kept_shallow_mb']:.1f}"
             kd = "-" if row["kept_deep_mb"] is None else f"{row['kept_deep_mb']:.1f}"
+            ps = "-" if row["pool_shallow_mb"] is None else f"{row['pool_shallow_mb']:.1f}"
+            pd = "-" if row["pool_deep_mb"] is None else f"{row['pool_deep_mb']:.1f}"
             out(f"{row['nets']:<16}{rule:<10}{row['shallow_mb']:>12.1f}{row['deep_mb']:>10.1f}"
-                f"{row['ratio']:>14.2f}{ks:>10}{kd:>10}")
+                f"{row['ratio']:>14.2f}{ks:>10}{kd:>10}{ps:>10}{pd:>10}")
     return rows

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from bioplaus import backend
 from bioplaus.backend import array_module
 
 
@@ -56,8 +57,8 @@ def relu_forward(x):
     (Nøkland & Eidnes 2019, Sec. 4: ReLU unless a recipe says LeakyReLU.)
     """
     xp = array_module(x)
-    positive = x > 0
-    y = xp.maximum(x, x.dtype.type(0))
+    positive = xp.greater(x, 0, out=backend.empty_like(x, dtype=bool))
+    y = xp.maximum(x, x.dtype.type(0), out=backend.empty_like(x))
     return y, ActCache(positive=positive, slope=0.0, dtype=x.dtype)
 
 
@@ -78,7 +79,10 @@ def relu_backward(dy, cache):
     .. math:: \\frac{\\partial L}{\\partial a} = \\frac{\\partial L}{\\partial y} \\odot \\mathbb{1}[a > 0]
     """
     xp = array_module(dy)
-    return xp.where(cache.positive, dy, dy.dtype.type(0))
+    dx = backend.empty_like(dy)
+    dx.fill(0)
+    xp.copyto(dx, dy, where=cache.positive)
+    return dx
 
 
 def leaky_relu_forward(x, slope=0.01):

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from bioplaus import backend
 from bioplaus.backend import array_module
 
 
@@ -151,11 +152,12 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
             f"batch norm in training mode needs more than 1 value per channel, got input {x.shape}"
         )
     mu = x.mean(axis=axes, keepdims=True)  # (1, c[, 1, 1])
-    xhat = x - mu  # centred, becomes x-hat in place below
+    xhat = xp.subtract(x, mu, out=backend.empty_like(x))  # centred, x-hat in place below
     var = _channel_dot(xp, xhat, xhat) / m  # (c,) biased variance
     inv_std = 1.0 / xp.sqrt(var + eps)  # (c,)
     xhat *= inv_std.reshape(pshape)
-    y = xhat * gamma.astype(x.dtype, copy=False).reshape(pshape)
+    y = xp.multiply(xhat, gamma.astype(x.dtype, copy=False).reshape(pshape),
+                    out=backend.empty_like(x))
     y += beta.astype(x.dtype, copy=False).reshape(pshape)
 
     new_mean = new_var = None
@@ -221,7 +223,7 @@ def batchnorm_backward(dy, cache):
 
     xhat = cache.xhat
     dgamma = _channel_dot(xp, dy, xhat)  # (c,)
-    dx = xhat * (dgamma / m).reshape(pshape)
+    dx = xp.multiply(xhat, (dgamma / m).reshape(pshape), out=backend.empty_like(dy))
     dx += (dbeta / m).reshape(pshape)
     xp.subtract(dy, dx, out=dx)  # delta - mean(delta) - xhat * mean(delta * xhat)
     dx *= k.reshape(pshape)

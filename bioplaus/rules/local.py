@@ -183,7 +183,10 @@ def local_block_update(model, block, geom, h, y, Y) -> LocalResult:
             name = "conv_loss.weight" if block.kind == "conv" else "linear_loss.weight"
             loss_sim, g, dh_s = sim_loss_learned(h, Y, prm[p + name], block.kind, w_sim)
         grads.update({p + k: v for k, v in g.items()})
-        dh = dh_s if dh is None else dh + dh_s
+        if dh is None:
+            dh = dh_s
+        else:  # dh is the pred loss's fresh error array (no cache holds it): add in place
+            dh += dh_s
     if dh is None:
         dh = h * 0
     return LocalResult(loss_pred + loss_sim, loss_pred, loss_sim, grads, dh, y_hat)

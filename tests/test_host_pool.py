@@ -1,0 +1,134 @@
+"""The host pool: buffers reused only when free, memory order kept, and every op that
+takes its outputs from the pool gives the same numbers when the pool hands it stale memory."""
+import numpy as np
+import pytest
+
+from bioplaus import backend, losses
+from bioplaus.bench import memory
+from bioplaus.backend import HostPool
+from bioplaus.ops import act, conv, norm
+
+
+def _addr(a):
+    return a.__array_interface__["data"][0]
+
+
+def test_a_buffer_in_use_is_never_handed_out_again():
+    pool = HostPool(min_bytes=0)
+    a = pool.empty((100, 10), np.float32)
+    b = pool.empty((100, 10), np.float32)
+    assert not np.shares_memory(a, b)
+    view = a.T[::2]  # a view keeps the buffer in use after its array is gone
+    del a
+    c = pool.empty((100, 10), np.float32)
+    assert not np.shares_memory(c, view) and not np.shares_memory(c, b)
+    assert len(pool._bufs) == 3
+
+
+def test_a_free_buffer_is_reused_and_the_smallest_fitting_one_is_chosen():
+    pool = HostPool(min_bytes=0)
+    big = pool.empty((1000,), np.float64)
+    small = pool.empty((100,), np.float64)
+    big_addr, small_addr = _addr(big), _addr(small)
+    del big, small
+    x = pool.empty((50,), np.float32)  # 200 bytes: both fit, the 800-byte one is chosen
+    assert _addr(x) == small_addr and x.shape == (50,) and x.dtype == np.float32
+    y = pool.empty((20, 10), np.float64)  # 1600 bytes: only the big one fits
+    assert _addr(y) == big_addr and y.flags.c_contiguous
+    assert pool.held_bytes() == 8000 + 800
+
+
+def test_growing_drops_free_buffers_too_small_and_keeps_those_in_use():
+    pool = HostPool(min_bytes=0)
+    keep = pool.empty((10,), np.float64)
+    free = pool.empty((20,), np.float64)
+    del free
+    pool.empty((100,), np.float64)
+    assert sorted(b.nbytes for b in pool._bufs) == [80, 800]  # 160-byte free one dropped
+    assert keep.base is not None
+
+
+def test_small_requests_and_a_disabled_pool_bypass_it():
+    pool = HostPool(min_bytes=1024)
+    pool.empty((10,), np.float32)
+    assert pool.held_bytes() == 0
+    with pool.disabled():
+        pool.empty((10_000,), np.float32)
+    assert pool.held_bytes() == 0 and pool.enabled
+    pool.empty((10_000,), np.float32)
+    assert pool.held_bytes() == 40_000
+
+
+@pytest.mark.parametrize("perm", [(0, 1, 2, 3), (1, 0, 2, 3), (0, 2, 3, 1)])
+def test_empty_like_keeps_the_memory_order(monkeypatch, perm):
+    monkeypatch.setattr(backend, "host_pool", HostPool(min_bytes=0))
+    base = np.zeros((2, 3, 4, 5), np.float32)
+    x = np.ascontiguousarray(base.transpose(perm)).transpose(np.argsort(perm))  # (2,3,4,5)
+    e = backend.empty_like(x)
+    assert e.shape == x.shape and e.strides == x.strides
+    assert backend.empty_like(x, dtype=bool).dtype == bool
+
+
+def test_tracker_counts_pooled_arrays():
+    n = 2_000_000  # 8 MB, above the pool's threshold
+    backend.empty(np, (n,), np.float32)  # the pool now holds a free buffer that would fit
+
+    def fn():
+        a = backend.empty(np, (n,), np.float32)
+        b = backend.empty(np, (n,), np.float32)
+        del a, b
+
+    assert memory.step_peak_bytes(fn, np) >= 2 * 4 * n
+
+
+# -- every op that uses the pool, fed stale memory ---------------------------------------------
+@pytest.fixture
+def stale_pool(monkeypatch):
+    """A pool that pools every request and whose free buffers are full of NaN."""
+    pool = HostPool(min_bytes=0)
+    monkeypatch.setattr(backend, "host_pool", pool)
+
+    def poison():
+        held = [pool.empty((1 << 16,), np.float64) for _ in range(40)]
+        for h in held:
+            h.fill(np.nan)
+    poison()
+    return poison
+
+
+def _ops(x, W):
+    """Forward and backward of every pooled op on one input."""
+    rng = np.random.default_rng(3)
+    out = {}
+    y, cc = conv.conv2d_forward(x, W, None, stride=1, pad=1)
+    out["im2col"] = conv.im2col(x, 3, 3, 1, 1)
+    out["im2col s2 p0"] = conv.im2col(x, 3, 3, 2, 0)
+    out["im2col padding-only offsets"] = conv.im2col(x[:, :, :1, :1], 5, 5, 1, 2)
+    dy = rng.standard_normal(y.shape)
+    dx, dW, _ = conv.conv2d_backward(dy, cc)
+    out.update(conv=y, conv_dx=dx, conv_dW=dW)
+    out["col2im s2"] = conv.col2im(rng.standard_normal((x.shape[1] * 9, x.shape[0] * 3 * 3)),
+                                   x.shape, 3, 3, 2, 0)
+    g, b = rng.standard_normal(y.shape[1]), rng.standard_normal(y.shape[1])
+    z, bc, _, _ = norm.batchnorm_forward(y, g, b, None, None, training=True)
+    out["bn"] = z
+    out["bn_dx"], out["bn_dg"], _ = norm.batchnorm_backward(dy, bc)
+    r, ac = act.relu_forward(z)
+    out["relu"], out["relu_dx"] = r, act.relu_backward(dy, ac)
+    S, sc = losses.similarity_matrix_forward(r)
+    out["S"], out["S_dx"] = S, losses.similarity_matrix_backward(rng.standard_normal(S.shape), sc)
+    return out
+
+
+def test_pooled_ops_equal_the_unpooled_ones_on_stale_memory(stale_pool):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 7, 7))
+    W = rng.standard_normal((5, 4, 3, 3))
+    with backend.host_pool.disabled():
+        want = _ops(x, W)
+    stale_pool()
+    got = _ops(x, W)
+    assert backend.host_pool.held_bytes() > 0
+    for k in want:
+        assert np.isfinite(got[k]).all(), k
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
