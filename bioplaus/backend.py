@@ -22,8 +22,10 @@ This is the only module that imports CuPy.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -120,6 +122,50 @@ def synchronize(xp) -> None:
     """Wait for queued GPU work (no-op on NumPy); used by timers."""
     if xp is not np:
         xp.cuda.Stream.null.synchronize()
+
+
+# ----------------------------------------------------------------------------
+# Host threads for elementwise work
+# ----------------------------------------------------------------------------
+THREAD_ENV = ("BIOPLAUS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+_executor = None
+_executor_threads = 0
+
+
+def host_threads() -> int:
+    """Threads for bioplaus's own elementwise work on the host (the optimizer's updates).
+
+    The first of ``BIOPLAUS_NUM_THREADS``, ``OMP_NUM_THREADS`` and
+    ``OPENBLAS_NUM_THREADS`` that is set (so a run limited to one BLAS
+    thread stays on one core), else the cores this process may use.
+    Matrix products use the BLAS library's own threads.
+    """
+    for var in THREAD_ENV:
+        val = os.environ.get(var, "").strip()
+        if val:
+            try:
+                n = int(val)
+            except ValueError:
+                raise BackendError(f"{var}={val!r} is not a number of threads") from None
+            if n < 1:
+                raise BackendError(f"{var}={val!r}: the number of threads must be at least 1")
+            return n
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def host_executor() -> ThreadPoolExecutor:
+    """A thread pool of :func:`host_threads` workers (NumPy releases the GIL in its loops)."""
+    global _executor, _executor_threads
+    n = host_threads()
+    if _executor is None or _executor_threads != n:
+        if _executor is not None:
+            _executor.shutdown(wait=True)
+        _executor, _executor_threads = ThreadPoolExecutor(n, thread_name_prefix="bioplaus"), n
+    return _executor
 
 
 # ----------------------------------------------------------------------------

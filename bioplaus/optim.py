@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import backend
 from .backend import array_module, to_device, to_numpy
 
 #: Optimizer names accepted by :class:`OptimConfig` (the reference's ``--optim``).
@@ -147,6 +148,7 @@ def step(params, grads, state, lr, cfg):
             f"optimizer state lacks {', '.join(missing)} needed by {cfg.name!r}; "
             "build it with init_state(params, cfg) for the same config"
         )
+    jobs = []
     for name, p in params.items():
         g = grads.get(name)
         if g is None:
@@ -156,17 +158,52 @@ def step(params, grads, state, lr, cfg):
         if g.shape != p.shape:
             raise ValueError(f"gradient of {name!r} has shape {g.shape}, the parameter {p.shape}")
         state["step"][name] += 1
+        t = state["step"][name]
+        arrays = [p, g] + [state[slot][name] for slot in _slots(cfg)]
         if cfg.name == "sgd":
-            _sgd(p, g, state, name, lr, cfg)
+            jobs.append((_sgd, arrays, (t == 1, lr, cfg)))
         else:
-            _adam(p, g, state, name, lr, cfg)
+            jobs.append((_adam, arrays, (t, lr, cfg)))
+    _run_elementwise(jobs)
 
 
-def _adam(p, g, state, name, lr, cfg):
+# Parameters of at least this many values are updated in chunks, one per host thread.
+PARALLEL_MIN_SIZE = 1 << 17
+
+
+def _run_elementwise(jobs):
+    """Run ``fn(*arrays, *args)`` for each job; large NumPy ones in chunks across threads.
+
+    Every kernel is elementwise, so a chunk of the flattened arrays is
+    updated exactly as the whole would be: the result does not depend on
+    the number of threads (:func:`bioplaus.backend.host_threads`).
+    """
+    threads = backend.host_threads()
+    inline, chunks = [], []
+    for fn, arrays, args in jobs:
+        p = arrays[0]
+        if (threads > 1 and array_module(p) is np and p.size >= PARALLEL_MIN_SIZE
+                and all(a.flags.c_contiguous for a in arrays[:1] + arrays[2:])):
+            flat = [p.reshape(-1), np.ascontiguousarray(arrays[1]).reshape(-1)]
+            flat += [a.reshape(-1) for a in arrays[2:]]
+            bounds = np.linspace(0, p.size, threads + 1).astype(np.int64)
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                chunks.append((fn, [a[lo:hi] for a in flat], args))
+        else:
+            inline.append((fn, arrays, args))
+    done = backend.host_executor().map(lambda job: job[0](*job[1], *job[2]), chunks) \
+        if chunks else ()
+    for fn, arrays, args in inline:
+        fn(*arrays, *args)
+    list(done)  # wait for the chunks, and raise what a thread raised
+
+
+def _adam(p, g, m, v, *rest):
+    """Adam (or AMSGrad, when ``rest`` starts with its running max) on one set of arrays."""
+    v_hat = rest[0] if len(rest) == 4 else None
+    t, lr, cfg = rest[-3:]
     xp = array_module(p)
     beta1, beta2 = cfg.betas
-    t = state["step"][name]
-    m, v = state["exp_avg"][name], state["exp_avg_sq"][name]
     if cfg.weight_decay != 0:
         g_wd = p * cfg.weight_decay  # temporary 1
         g_wd += g
@@ -179,8 +216,7 @@ def _adam(p, g, state, name, lr, cfg):
     buf *= 1 - beta2
     v *= beta2
     v += buf  # v <- beta2 v + (1 - beta2) g^2
-    if cfg.name == "amsgrad":
-        v_hat = state["max_exp_avg_sq"][name]
+    if v_hat is not None:
         xp.maximum(v_hat, v, out=v_hat)
         v = v_hat
     step_size = lr / (1 - beta1**t)
@@ -192,15 +228,17 @@ def _adam(p, g, state, name, lr, cfg):
     p -= buf
 
 
-def _sgd(p, g, state, name, lr, cfg):
+def _sgd(p, g, *rest):
+    """SGD with optional momentum (``rest`` starts with its buffer) on one set of arrays."""
+    b = rest[0] if len(rest) == 4 else None
+    first, lr, cfg = rest[-3:]
     xp = array_module(p)
     if cfg.weight_decay != 0:
         g_wd = p * cfg.weight_decay  # temporary 1
         g_wd += g
         g = g_wd  # g + weight_decay * p
-    if cfg.momentum != 0:
-        b = state["momentum_buffer"][name]
-        if state["step"][name] == 1:
+    if b is not None:
+        if first:
             xp.copyto(b, g)  # torch: buffer = clone(g) at the first step
         else:
             b *= cfg.momentum
