@@ -8,6 +8,9 @@ from bioplaus import __version__
 @click.version_option(__version__, prog_name="bioplaus")
 def main():
     """bioplaus: biologically-plausible local learning in NumPy/CuPy."""
+    from bioplaus.backend import tune_host_allocator
+
+    tune_host_allocator()
 
 
 def _register():

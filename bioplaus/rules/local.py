@@ -183,10 +183,12 @@ def local_block_update(model, block, geom, h, y, Y) -> LocalResult:
             name = "conv_loss.weight" if block.kind == "conv" else "linear_loss.weight"
             loss_sim, g, dh_s = sim_loss_learned(h, Y, prm[p + name], block.kind, w_sim)
         grads.update({p + k: v for k, v in g.items()})
-        if dh is None:
-            dh = dh_s
-        else:  # dh is the pred loss's fresh error array (no cache holds it): add in place
-            dh += dh_s
+        if dh is not None:
+            # dh_s is the sim loss's fresh error array (no cache holds it): add in
+            # place. In a conv block it is channel-major in memory, as the encoder's
+            # backward wants it (see bioplaus.ops.conv)
+            dh_s += dh
+        dh = dh_s
     if dh is None:
         dh = h * 0
     return LocalResult(loss_pred + loss_sim, loss_pred, loss_sim, grads, dh, y_hat)
