@@ -132,6 +132,20 @@ THREAD_ENV = ("BIOPLAUS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 _executor = None
 _executor_threads = 0
+_threads_override = None
+
+
+@contextlib.contextmanager
+def one_host_thread():
+    """Run bioplaus's elementwise work on the calling thread only, inside the block
+    (memory tracing: temporaries of concurrent chunks would overlap at random)."""
+    global _threads_override
+    was = _threads_override
+    _threads_override = 1
+    try:
+        yield
+    finally:
+        _threads_override = was
 
 
 def host_threads() -> int:
@@ -142,6 +156,8 @@ def host_threads() -> int:
     thread stays on one core), else the cores this process may use.
     Matrix products use the BLAS library's own threads.
     """
+    if _threads_override is not None:
+        return _threads_override
     for var in THREAD_ENV:
         val = os.environ.get(var, "").strip()
         if val:

@@ -88,3 +88,21 @@ def test_tuned_allocator_serves_arrays_below_32_mib_from_the_heap():
     assert tuned == ["True", "0"]  # served from the heap, which keeps freed memory
     # an explicit choice in the environment is left alone
     assert _probe("tune", {"MALLOC_MMAP_THRESHOLD_": "131072"})[0] == "False"
+
+
+def test_host_threads_follow_the_environment(monkeypatch):
+    for var in backend.THREAD_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert backend.host_threads() == 1
+    monkeypatch.setenv("BIOPLAUS_NUM_THREADS", "3")  # bioplaus's own variable comes first
+    assert backend.host_threads() == 3
+    with backend.one_host_thread():
+        assert backend.host_threads() == 1
+    assert backend.host_threads() == 3
+    monkeypatch.setenv("BIOPLAUS_NUM_THREADS", "two")
+    with pytest.raises(backend.BackendError, match="BIOPLAUS_NUM_THREADS='two'"):
+        backend.host_threads()
+    monkeypatch.setenv("BIOPLAUS_NUM_THREADS", "0")
+    with pytest.raises(backend.BackendError, match="at least 1"):
+        backend.host_threads()

@@ -177,3 +177,33 @@ def test_lr_schedule_fashion_mnist_milestones():
     expected = {1: lr, 100: lr, 101: lr * 0.25, 151: lr * 0.25**2, 176: lr * 0.25**3, 200: lr * 0.25**4}
     for epoch, value in expected.items():
         assert lr_at_epoch(epoch, lr, milestones, 0.25) == pytest.approx(value, rel=1e-15)
+
+
+@pytest.mark.parametrize("cfg", [OptimConfig("adam", weight_decay=0.05), OptimConfig("amsgrad"),
+                                 OptimConfig("sgd", momentum=0.9)], ids=lambda c: c.name)
+def test_chunked_updates_on_threads_equal_one_thread_bitwise(monkeypatch, cfg):
+    import bioplaus.optim as optim_mod
+
+    rng = np.random.default_rng(5)
+    params = {"W": rng.standard_normal((37, 29)).astype(np.float32),
+              "b": rng.standard_normal(7).astype(np.float32)}
+    grads = [{k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
+             for _ in range(3)]
+    grads[1]["W"] = np.asfortranarray(grads[1]["W"])  # a gradient in another memory order
+    results = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("BIOPLAUS_NUM_THREADS", threads)
+        monkeypatch.setattr(optim_mod, "PARALLEL_MIN_SIZE", 100)  # W (1073 values) is chunked
+        p = {k: v.copy() for k, v in params.items()}
+        state = init_state(p, cfg)
+        for g in grads:
+            step(p, g, state, 1e-2, cfg)
+        results.append((p, state))
+    (p1, s1), (p3, s3) = results
+    for k in params:
+        np.testing.assert_array_equal(p1[k], p3[k])
+        assert not np.array_equal(p1[k], params[k])
+    for slot in s1:
+        if slot != "step":
+            for k in params:
+                np.testing.assert_array_equal(s1[slot][k], s3[slot][k])

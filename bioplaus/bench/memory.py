@@ -14,8 +14,10 @@ winners), gradients and temporaries. On the CPU it is read from
 :mod:`tracemalloc` (NumPy reports every array buffer to it); on a GPU from
 CuPy's default memory pool (bytes in use, sampled after every allocation).
 On the CPU the host pool (:class:`bioplaus.backend.HostPool`) is switched
-off while tracing, so that both count live arrays; what the host pool
-itself holds after a step is reported beside it (*pool MB*).
+off while tracing, so that both count live arrays, and the optimizer's
+updates run on one thread (chunks on several threads would overlap their
+temporaries at random); what the host pool itself holds after a step is
+reported beside it (*pool MB*).
 
 *Kept at yield* is, under a local rule, what the step still holds when it
 hands a block's update to the optimizer, beyond the two things it must
@@ -65,6 +67,8 @@ class _Tracker:
             # reuse would hide them from tracemalloc (its size is reported apart)
             self._pool_off = backend.host_pool.disabled()
             self._pool_off.__enter__()
+            self._one_thread = backend.one_host_thread()
+            self._one_thread.__enter__()
             self._was_tracing = tracemalloc.is_tracing()
             if not self._was_tracing:
                 tracemalloc.start()
@@ -91,6 +95,7 @@ class _Tracker:
             self.final_peak = self.peak()
             if not self._was_tracing:
                 tracemalloc.stop()
+            self._one_thread.__exit__(*exc)
             self._pool_off.__exit__(*exc)
         return False
 

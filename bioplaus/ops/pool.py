@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from bioplaus import backend
 from bioplaus.backend import array_module
 from bioplaus.ops.conv import _pair, conv_output_size
 
@@ -108,8 +109,8 @@ def _zeros_in_memory_order_of(ref, shape):
     xp = array_module(ref)
     if not ref.flags.c_contiguous and ref.transpose(1, 0, 2, 3).flags.c_contiguous:
         n, c, h, w = shape
-        return xp.zeros((c, n, h, w), dtype=ref.dtype).transpose(1, 0, 2, 3)
-    return xp.zeros(shape, dtype=ref.dtype)
+        return backend.zeros(xp, (c, n, h, w), ref.dtype).transpose(1, 0, 2, 3)
+    return backend.zeros(xp, shape, ref.dtype)
 
 
 def maxpool2d_backward(dy, cache):
@@ -135,11 +136,12 @@ def maxpool2d_backward(dy, cache):
     winner, x_shape, k, stride = cache
     if dy.shape != winner.shape:
         raise ValueError(f"maxpool2d_backward: dy must be {winner.shape}, got {dy.shape}")
+    xp = array_module(dy)
     dx = _zeros_in_memory_order_of(dy, x_shape)
     views = _window_views(dx, k, stride, winner.shape[2:])  # views of dx
     for t, v in enumerate(views):
         if k == stride:  # non-overlapping windows: each entry of dx is written once
-            v[...] = dy * (winner == t)
+            xp.multiply(dy, winner == t, out=v)
         else:
             v += dy * (winner == t)
     return dx
@@ -255,6 +257,9 @@ def avgpool2d_backward(dy, cache):
     Returns
     -------
     dx : array, shape (n, c, h, w)
+        Channel-major in memory, like a convolution's output (see
+        :mod:`bioplaus.ops.conv`), so that it adds to the conv path's errors
+        and flows back through the block without a layout change.
 
     Notes
     -----
@@ -266,14 +271,14 @@ def avgpool2d_backward(dy, cache):
     expected = (n, c, h if A_h is None else A_h.shape[0], w if A_w is None else A_w.shape[0])
     if dy.shape != expected:
         raise ValueError(f"avgpool2d_backward: dy must be {expected}, got {dy.shape}")
-    dx = dy
+    dx = dy.transpose(1, 0, 2, 3)  # (c, n, oh, ow) view: products in channel-major order
     if A_h is not None:
-        dx = xp.matmul(A_h.T, dx)  # (n, c, h, ow)
+        dx = xp.matmul(A_h.T, dx)  # (c, n, h, ow)
     if A_w is not None:
-        dx = xp.matmul(dx, A_w)  # (n, c, h, w)
-    if dx is dy:
-        dx = dy.copy()
-    return dx
+        dx = xp.matmul(dx, A_w, out=backend.empty(xp, (c, n, h, w), dy.dtype))  # (c, n, h, w)
+    if A_h is None and A_w is None:  # no pooling: a copy, not a view of dy
+        dx = xp.ascontiguousarray(dx)
+    return dx.transpose(1, 0, 2, 3)
 
 
 def decoder_pool_geometry(channels, size, dim_in_decoder):
