@@ -13,7 +13,10 @@ optimizer at once, and the next block receives the block's output
 (scaled by ``1 - beta`` under predsim). Under backprop the whole net is
 one graph, one ``backward()`` and one Adam step. float32 throughout, with
 torch's own kernels (oneDNN convolutions, MKL/OpenBLAS products) and its
-default thread count.
+default thread count. On CUDA, TF32 tensor-core arithmetic is switched off
+for products and cuDNN convolutions (:func:`strict_float32`; torch allows
+it for cuDNN by default): bioplaus's CuPy products are strict float32, and
+the benchmark compares like with like.
 
 Supported rules: ``pred``, ``sim``, ``predsim`` (learned sim conv / linear
 head), ``pred-bio`` (decoder to 128 binary codes of the labels, error back
@@ -28,6 +31,13 @@ import torch
 import torch.nn.functional as F
 
 RULES = ("pred", "sim", "predsim", "pred-bio", "backprop")
+
+
+def strict_float32() -> str:
+    """Switch TF32 off for CUDA products and cuDNN convolutions; says what was set."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return "TF32 off (strict float32 products and convolutions)"
 
 
 def similarity_matrix(x):
@@ -80,6 +90,8 @@ class TorchStep:
         rule = model.rule
         if rule.name not in RULES:
             raise ValueError(f"no PyTorch formulation of rule {rule.name!r}; have {', '.join(RULES)}")
+        if str(device).startswith("cuda"):
+            strict_float32()
         self.spec, self.rule, self.heads = model.spec, rule, model.heads
         cfg = model.cfg
         self.nonlin, self.beta = model.nonlin, float(model.beta)

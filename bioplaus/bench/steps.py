@@ -325,8 +325,8 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
         out(f"PyTorch formulation: not timed ({why})")
     else:
         torch = torch_mod.torch
-        where = (f"CUDA ({torch.cuda.get_device_name()})" if device == "gpu" else
-                 f"{torch.get_num_threads()} threads")
+        where = (f"CUDA ({torch.cuda.get_device_name()}), {torch_mod.strict_float32()}"
+                 if device == "gpu" else f"{torch.get_num_threads()} threads")
         out(f"PyTorch formulation: benchmarks/torch_step.py, torch {torch.__version__}, "
             f"{where}, timed in turn with bioplaus (0.3 s pause "
             f"before each timed step, so neither library's idle BLAS threads spin on the other's)")
