@@ -242,3 +242,44 @@ def test_traffic_command_prints_tables_and_totals():
     assert set(totals) == {"backprop", "frc-sym"}
     assert totals["backprop"][3] == "1.00"  # ratio of backprop to itself
     assert float(totals["frc-sym"][5]) == 0.5  # half the weight reads
+
+
+# -- the profile --------------------------------------------------------------------------------
+def test_profile_times_every_op_and_leaves_the_step_unchanged():
+    from bioplaus.bench import profile
+    from bioplaus.ops import act, conv
+
+    originals = {(m.__name__, n): getattr(m, n) for m, names in profile.TIMED for n in names}
+    table = dict(act.ACTIVATIONS)
+    a, b = _tiny_model("predsim", net="vgg8b"), _tiny_model("predsim", net="vgg8b")
+    a()
+    res = profile.profile_step(a, np, steps=2)  # two steps untimed, then two timed
+    for _ in range(5):  # b: the same five steps without timers
+        b()
+    for k in a.model.params:
+        np.testing.assert_array_equal(a.model.params[k], b.model.params[k], err_msg=k)
+    # the wrappers are gone again
+    assert {(m.__name__, n): getattr(m, n) for m, names in profile.TIMED for n in names} \
+        == originals
+    assert act.ACTIVATIONS == table and conv.im2col is originals[("bioplaus.ops.conv", "im2col")]
+    ops = {name: (calls, ms) for name, calls, ms in res["ops"]}
+    # vgg8b: six conv blocks, each an encoder and a learned 3x3 sim head; col2im only for
+    # the heads (the block input is detached); one optimizer step per block and the output
+    assert ops["conv.im2col"][0] == 12 and ops["conv.col2im"][0] == 6
+    assert ops["conv.conv2d_forward"][0] == 12 and ops["optim.step"][0] == 8
+    assert ops["act.relu_forward"][0] == 7  # six conv blocks and the fc block
+    assert all(ms >= 0 for _, ms in ops.values())
+    assert 0 < res["sum_ms"] <= res["profiled_ms"]
+
+
+def test_profile_command_prints_the_table():
+    from bioplaus.cli.bench_steps import profile as profile_cmd
+
+    res = CliRunner().invoke(profile_cmd, ["--net", "mlp", "--rule", "pred-bio", "--num-hidden",
+                                           "32", "--batch-size", "8", "--steps", "1", "--top", "3"])
+    assert res.exit_code == 0, res.output
+    assert "step without timers" in res.output
+    rows = [line.split() for line in res.output.splitlines() if line[:1].isalpha() and "." in
+            line.split()[0] and len(line.split()) == 4]
+    assert len(rows) == 3 and all(float(r[2]) >= 0 for r in rows)
+    assert "more ops)" in res.output

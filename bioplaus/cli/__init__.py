@@ -21,6 +21,7 @@ def _register():
         ("bioplaus.cli.bench", "bench"),
         ("bioplaus.cli.bench_steps", "steps"),
         ("bioplaus.cli.bench_steps", "traffic"),
+        ("bioplaus.cli.bench_steps", "profile"),
         ("bioplaus.cli.data", "data"),
         ("bioplaus.cli.train", "train"),
         ("bioplaus.cli.train", "eval_cmd"),

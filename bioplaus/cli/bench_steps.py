@@ -1,4 +1,5 @@
-"""``bioplaus bench steps`` and ``bioplaus bench traffic``: whole steps and counted memory traffic.
+"""``bioplaus bench steps``, ``traffic`` and ``profile``: whole steps, counted memory traffic, and
+where a step's time goes.
 
 Two click commands, attached to the ``bench`` group of :mod:`bioplaus.cli.bench`.
 """
@@ -100,4 +101,34 @@ def traffic(nets, rules, batch_size, num_hidden, dim_in_decoder, per_layer):
                 per_layer=per_layer, out=click.echo)
 
 
-COMMANDS = (steps, traffic)
+@click.command("profile")
+@click.option("--net", default="vgg8b", show_default=True, type=click.Choice(tuple(NETS)))
+@click.option("--rule", default="predsim", show_default=True, type=click.Choice(tuple(RULES)))
+@click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option("--steps", "n_steps", type=click.IntRange(min=1), default=2, show_default=True,
+              help="profiled steps (after one warm-up); times are per step")
+@click.option("--device", type=click.Choice(backend.DEVICES), default="cpu", show_default=True)
+@click.option("--num-hidden", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--feat-mult", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="multiplies VGG widths (small values for quick checks)")
+@click.option("--dim-in-decoder", type=click.IntRange(min=1), default=4096, show_default=True)
+@click.option("--top", type=click.IntRange(min=1), default=25, show_default=True,
+              help="ops listed (the rest are summed)")
+def profile(net, rule, batch_size, n_steps, device, num_hidden, feat_mult, dim_in_decoder, top):
+    """Where one training step's time goes: self time of every hand-written op.
+
+    Each forward/backward op, loss and the optimizer step is timed (on a
+    GPU with a synchronisation before and after), and the time between
+    them is reported as the rest.
+    """
+    from bioplaus.bench.profile import run_profile
+
+    try:
+        run_profile(net, rule, batch=batch_size, steps=n_steps, device=device,
+                    num_hidden=num_hidden, feat_mult=feat_mult, dim_in_decoder=dim_in_decoder,
+                    top=top, out=click.echo)
+    except backend.BackendError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+COMMANDS = (steps, traffic, profile)
