@@ -17,6 +17,13 @@ Conventions, stated once for the whole package
   see identical fixed matrices, masks and crops, and any fixed matrix can
   be regenerated instead of stored.
 
+* Two process-wide resources live here, as CuPy keeps its memory pool and
+  OpenBLAS its threads: :data:`host_pool` (large NumPy temporaries reused
+  between steps) and :func:`host_executor` (threads for the optimizer's
+  elementwise updates, counted by :func:`host_threads`). They change how
+  fast a result is computed, never the result: no configuration is read
+  from them.
+
 This is the only module that imports CuPy.
 """
 from __future__ import annotations
