@@ -159,11 +159,13 @@ def step(params, grads, state, lr, cfg):
             raise ValueError(f"gradient of {name!r} has shape {g.shape}, the parameter {p.shape}")
         state["step"][name] += 1
         t = state["step"][name]
-        arrays = [p, g] + [state[slot][name] for slot in _slots(cfg)]
-        if cfg.name == "sgd":
-            jobs.append((_sgd, arrays, (t == 1, lr, cfg)))
-        else:
-            jobs.append((_adam, arrays, (t, lr, cfg)))
+        if cfg.name == "sgd":  # b: the momentum buffer (None without momentum)
+            b = state["momentum_buffer"][name] if cfg.momentum != 0 else None
+            jobs.append((_sgd, [p, g, b], (t == 1, lr, cfg)))
+        else:  # v_hat: AMSGrad's running max (None for Adam)
+            v_hat = state["max_exp_avg_sq"][name] if cfg.name == "amsgrad" else None
+            jobs.append((_adam, [p, g, state["exp_avg"][name], state["exp_avg_sq"][name], v_hat],
+                         (t, lr, cfg)))
     _run_elementwise(jobs)
 
 
@@ -174,21 +176,24 @@ PARALLEL_MIN_SIZE = 1 << 17
 def _run_elementwise(jobs):
     """Run ``fn(*arrays, *args)`` for each job; large NumPy ones in chunks across threads.
 
-    Every kernel is elementwise, so a chunk of the flattened arrays is
+    ``arrays`` starts with the parameter; entries may be None (a state the
+    optimizer does not keep). Every kernel is elementwise, so a chunk of the
+    flattened arrays is
     updated exactly as the whole would be: the result does not depend on
     the number of threads (:func:`bioplaus.backend.host_threads`).
     """
     threads = backend.host_threads()
     inline, chunks = [], []
     for fn, arrays, args in jobs:
-        p = arrays[0]
+        p, g, state = arrays[0], arrays[1], arrays[2:]
         if (threads > 1 and array_module(p) is np and p.size >= PARALLEL_MIN_SIZE
-                and all(a.flags.c_contiguous for a in arrays[:1] + arrays[2:])):
-            flat = [p.reshape(-1), np.ascontiguousarray(arrays[1]).reshape(-1)]
-            flat += [a.reshape(-1) for a in arrays[2:]]
+                and all(a.flags.c_contiguous for a in [p, *state] if a is not None)):
+            # flat views (the gradient may need a copy); then one chunk per thread
+            flat = [p.reshape(-1), np.ascontiguousarray(g).reshape(-1)]
+            flat += [None if a is None else a.reshape(-1) for a in state]
             bounds = np.linspace(0, p.size, threads + 1).astype(np.int64)
             for lo, hi in zip(bounds[:-1], bounds[1:]):
-                chunks.append((fn, [a[lo:hi] for a in flat], args))
+                chunks.append((fn, [None if a is None else a[lo:hi] for a in flat], args))
         else:
             inline.append((fn, arrays, args))
     done = backend.host_executor().map(lambda job: job[0](*job[1], *job[2]), chunks) \
@@ -198,10 +203,8 @@ def _run_elementwise(jobs):
     list(done)  # wait for the chunks, and raise what a thread raised
 
 
-def _adam(p, g, m, v, *rest):
-    """Adam (or AMSGrad, when ``rest`` starts with its running max) on one set of arrays."""
-    v_hat = rest[0] if len(rest) == 4 else None
-    t, lr, cfg = rest[-3:]
+def _adam(p, g, m, v, v_hat, t, lr, cfg):
+    """Adam on one set of arrays; AMSGrad when ``v_hat`` (its running max of v) is given."""
     xp = array_module(p)
     beta1, beta2 = cfg.betas
     if cfg.weight_decay != 0:
@@ -228,10 +231,9 @@ def _adam(p, g, m, v, *rest):
     p -= buf
 
 
-def _sgd(p, g, *rest):
-    """SGD with optional momentum (``rest`` starts with its buffer) on one set of arrays."""
-    b = rest[0] if len(rest) == 4 else None
-    first, lr, cfg = rest[-3:]
+def _sgd(p, g, b, first, lr, cfg):
+    """SGD on one set of arrays; with momentum when its buffer ``b`` is given
+    (``first``: the parameter's first step)."""
     xp = array_module(p)
     if cfg.weight_decay != 0:
         g_wd = p * cfg.weight_decay  # temporary 1
