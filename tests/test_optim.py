@@ -181,7 +181,7 @@ def test_lr_schedule_fashion_mnist_milestones():
 
 @pytest.mark.parametrize("cfg", [OptimConfig("adam", weight_decay=0.05), OptimConfig("amsgrad"),
                                  OptimConfig("sgd", momentum=0.9)], ids=lambda c: c.name)
-def test_chunked_updates_on_threads_equal_one_thread_bitwise(monkeypatch, cfg):
+def test_blocked_updates_on_threads_equal_whole_arrays_bitwise(monkeypatch, cfg):
     import bioplaus.optim as optim_mod
 
     rng = np.random.default_rng(5)
@@ -191,19 +191,30 @@ def test_chunked_updates_on_threads_equal_one_thread_bitwise(monkeypatch, cfg):
              for _ in range(3)]
     grads[1]["W"] = np.asfortranarray(grads[1]["W"])  # a gradient in another memory order
     results = []
-    for threads in ("1", "3"):
+    # whole arrays on one thread (W is below 2 blocks), then W (1073 values) in
+    # blocks of 100 (the last one short) on one thread and on three
+    for threads, block in (("1", 1 << 16), ("1", 100), ("3", 100)):
         monkeypatch.setenv("BIOPLAUS_NUM_THREADS", threads)
-        monkeypatch.setattr(optim_mod, "PARALLEL_MIN_SIZE", 100)  # W (1073 values) is chunked
+        monkeypatch.setattr(optim_mod, "CACHE_BLOCK", block)
+        calls = []
+        kernel = optim_mod._sgd if cfg.name == "sgd" else optim_mod._adam
+        monkeypatch.setattr(optim_mod, "_sgd" if cfg.name == "sgd" else "_adam",
+                            lambda p, *a, kernel=kernel, calls=calls: (calls.append(p.size),
+                                                                       kernel(p, *a)))
         p = {k: v.copy() for k, v in params.items()}
         state = init_state(p, cfg)
         for g in grads:
             step(p, g, state, 1e-2, cfg)
         results.append((p, state))
-    (p1, s1), (p3, s3) = results
-    for k in params:
-        np.testing.assert_array_equal(p1[k], p3[k])
-        assert not np.array_equal(p1[k], params[k])
-    for slot in s1:
-        if slot != "step":
-            for k in params:
-                np.testing.assert_array_equal(s1[slot][k], s3[slot][k])
+        # the kernel saw the arrays whole, or W in its eleven blocks (and b whole)
+        assert sorted(calls[:12] if block == 100 else calls[:2]) == (
+            sorted([100] * 10 + [73, 7]) if block == 100 else [7, 1073])
+    (p0, s0) = results[0]
+    for p, s in results[1:]:
+        for k in params:
+            np.testing.assert_array_equal(p0[k], p[k])
+            assert not np.array_equal(p[k], params[k])
+        for slot in s0:
+            if slot != "step":
+                for k in params:
+                    np.testing.assert_array_equal(s0[slot][k], s[slot][k])
