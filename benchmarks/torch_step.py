@@ -26,6 +26,8 @@ two steps are equal in cost, not in values).
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -110,6 +112,9 @@ class TorchStep:
             key = b.name + ".proj_y.weight"
             if key in self.fixed:
                 self.codes[b.name] = (self.fixed[key].t() > 0).float()
+        #: seconds spent in the optimizers' ``step()`` calls, one entry per
+        #: :meth:`step` (on CUDA the time to queue them)
+        self.update_log = []
         make = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optim]
         if rule.family == "global":  # the reference: one optimizer for the whole net
             self.opts = {"all": make(list(self.P.values()), lr=lr)}
@@ -169,6 +174,7 @@ class TorchStep:
     # -- one step -------------------------------------------------------------------------
     def step(self, x, y):
         """One training step on ``x`` (n, c, h, w) float32 tensor, ``y`` (n,) int64 tensor."""
+        self.update_log.append(0.0)
         Y = F.one_hot(y, self.spec.num_classes).float()
         o = self.spec.out_name + "."
         if self.rule.family == "global":
@@ -178,7 +184,7 @@ class TorchStep:
             logits = F.linear(a.reshape(a.shape[0], -1), self.P[o + "weight"], self.P[o + "bias"])
             opt = self.opts["all"]
             F.cross_entropy(logits, y).backward()
-            opt.step()
+            self._update(opt)
             opt.zero_grad(set_to_none=True)
             return
         a = x
@@ -186,7 +192,7 @@ class TorchStep:
             h, out = self.block(b, a)
             self.local_loss(i, b, h, y, Y).backward()
             opt = self.opts[b.name]
-            opt.step()
+            self._update(opt)
             opt.zero_grad(set_to_none=True)
             a = out.detach()
         logits = F.linear(a.reshape(a.shape[0], -1), self.P[o + "weight"], self.P[o + "bias"])
@@ -195,8 +201,14 @@ class TorchStep:
             L = (1.0 - self.beta) * L
         L.backward()
         opt = self.opts[self.spec.out_name]
-        opt.step()
+        self._update(opt)
         opt.zero_grad(set_to_none=True)
+
+    def _update(self, opt):
+        """``opt.step()``, its time added to this step's entry of :attr:`update_log`."""
+        t0 = time.perf_counter()
+        opt.step()
+        self.update_log[-1] += time.perf_counter() - t0
 
     def params(self):
         """The current parameters as float32 NumPy arrays, keyed as bioplaus's."""

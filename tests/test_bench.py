@@ -140,15 +140,18 @@ def test_steps_command_prints_every_figure():
     assert "load average" in out
     header = next(line for line in out.splitlines() if line.startswith("net"))
     for col in ("ms/step", "img/s", "GFLOP", "GFLOP/s", "%peak", "state MB", "peak MB",
-                "torch ms", "ratio", "min ratio"):
+                "torch ms", "ratio", "min ratio", "upd ms", "torch upd"):
         assert col in header
     rows = _rows(out, "mlp")
     assert [r[1] for r in rows] == ["predsim"]
     for r in rows:
         values = r[2:]
-        assert len(values) == 11, r
+        assert len(values) == 13, r
         assert all(re.fullmatch(NUM + "%?", v) for v in values), r  # torch timed: no '-'
         assert float(values[2]) > 0  # images/s
+        # the updates are part of the step, for either library
+        assert 0 < float(values[11]) <= float(values[0])
+        assert 0 < float(values[12]) <= float(values[8])
 
     res = CliRunner().invoke(steps_cmd, ["--nets", "mlp", "--rules", "pred-bio", "--no-torch",
                                          "--batch-size", "8", "--repeats", "1",
@@ -156,14 +159,15 @@ def test_steps_command_prints_every_figure():
     assert res.exit_code == 0, res.output
     assert "not timed (--no-torch)" in res.output
     (r,) = _rows(res.output, "mlp")
-    assert r[-3:] == ["-", "-", "-"]
+    assert r[-5:-2] == ["-", "-", "-"] and r[-1] == "-"
+    assert 0 < float(r[-2]) <= float(r[2])  # bioplaus's updates are still timed
 
     # a rule the PyTorch side does not formulate: bioplaus's figures alone
     res = CliRunner().invoke(steps_cmd, ["--nets", "mlp", "--rules", "frc-sym", "--batch-size", "8",
                                          "--repeats", "1", "--num-hidden", "16", "--peak-size", "64"])
     assert res.exit_code == 0, res.output
     (r,) = _rows(res.output, "mlp")
-    assert re.fullmatch(NUM, r[2]) and r[-3:] == ["-", "-", "-"]
+    assert re.fullmatch(NUM, r[2]) and r[-5:-2] == ["-", "-", "-"] and r[-1] == "-"
 
 
 def test_steps_memory_command_prints_the_depth_table():

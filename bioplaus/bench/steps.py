@@ -148,15 +148,22 @@ class BioplausStep:
         self.states = {g: optim.init_state(self.model.group_params(g), self.ocfg)
                        for g in self.model.groups}
         self.t = 0
+        #: seconds spent in the optimizer's updates, one entry per call (on a
+        #: GPU the time to queue them, as nothing waits for the device)
+        self.update_log = []
 
     def masks(self):
         return dropout_masks(self.model, self.x.shape[0], self.cfg.dropout, self.cfg.seed, self.t)
 
     def __call__(self):
         m = self.model
+        upd_s = 0.0
         for upd in step_updates(m, self.x, self.y, self.masks()):
+            t0 = time.perf_counter()
             optim.step(m.group_params(upd.group), upd.grads, self.states[upd.group],
                        self.cfg.lr, self.ocfg)
+            upd_s += time.perf_counter() - t0
+        self.update_log.append(upd_s)
         self.t += 1
 
     def state_bytes(self) -> int:
@@ -261,7 +268,7 @@ def time_interleaved(fns: dict, syncs: dict, repeats: int, warmup: int = 1,
 
 # -- the table ------------------------------------------------------------------------------
 COLUMNS = ("net", "rule", "ms/step", "min ms", "img/s", "GFLOP", "GFLOP/s", "%peak",
-           "state MB", "peak MB", "torch ms", "ratio", "min ratio")
+           "state MB", "peak MB", "torch ms", "ratio", "min ratio", "upd ms", "torch upd")
 
 
 def _fmt_row(r: dict) -> str:
@@ -271,11 +278,12 @@ def _fmt_row(r: dict) -> str:
     return (f"{r['net']:<8}{r['rule']:<10}{f(r['ms'], '10.1f')}{f(r['min_ms'], '10.1f')}"
             f"{f(r['img_s'], '9.1f')}{f(r['gflop'], '9.2f')}{f(r['gflops'], '9.1f')}"
             f"{f(r['pct_peak'], '7.0f')}%{f(r['state_mb'], '10.1f')}{f(r['peak_mb'], '9.1f')}"
-            f"{f(r['torch_ms'], '10.1f')}{f(r['ratio'], '7.2f')}{f(r['min_ratio'], '11.2f')}")
+            f"{f(r['torch_ms'], '10.1f')}{f(r['ratio'], '7.2f')}{f(r['min_ratio'], '11.2f')}"
+            f"{f(r['upd_ms'], '8.1f')}{f(r['torch_upd_ms'], '11.1f')}")
 
 
 def _header() -> str:
-    w = (8, 10, 10, 10, 9, 9, 9, 8, 10, 9, 10, 7, 11)
+    w = (8, 10, 10, 10, 9, 9, 9, 8, 10, 9, 10, 7, 11, 8, 11)
     return "".join(f"{c:<{n}}" if i < 2 else f"{c:>{n}}" for i, (c, n) in enumerate(zip(COLUMNS, w)))
 
 
@@ -332,7 +340,8 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
             f"before each timed step, so neither library's idle BLAS threads spin on the other's)")
     out("GFLOP: matrix products of the step (encoders fwd + dW [+ dx for backprop], local "
         "decoders, sim heads, similarity matrices, output layer); peak MB: arrays a step "
-        "allocates on top of state MB")
+        "allocates on top of state MB; upd ms: the optimizer's updates within the step "
+        "(CPU only; a GPU queues them without waiting)")
     out("")
     out(_header())
     rows = []
@@ -353,6 +362,7 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
                 fns["torch"] = lambda ts=ts, xt=xt, yt=yt: ts.step(xt, yt)
                 syncs["torch"] = lambda tdev=tdev: torch_mod.synchronize(tdev)
             samples = time_interleaved(fns, syncs, repeats)
+            upd = bp.update_log[-repeats:]  # the timed calls' optimizer updates
             peak_bytes = step_peak_bytes(bp, xp)
             med = statistics.median(samples["bioplaus"])
             row_peak = peak_fn.gflops(statistics.median(samples["peak"]))
@@ -362,12 +372,15 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
                    "pct_peak": 100 * flops.total / med / 1e9 / row_peak,
                    "state_mb": bp.state_bytes() / 2**20, "peak_mb": peak_bytes / 2**20,
                    "torch_ms": None, "ratio": None, "min_ratio": None, "samples": samples,
-                   "flops": flops}
+                   "flops": flops, "torch_upd_ms": None,
+                   "upd_ms": 1e3 * statistics.median(upd) if device == "cpu" else None}
             if "torch" in samples:
                 tmed = statistics.median(samples["torch"])
                 row["torch_ms"] = 1e3 * tmed
                 row["ratio"] = med / tmed
                 row["min_ratio"] = min(samples["bioplaus"]) / min(samples["torch"])
+                if device == "cpu":
+                    row["torch_upd_ms"] = 1e3 * statistics.median(ts.update_log[-repeats:])
             rows.append(row)
             out(_fmt_row(row))
             del bp, fns
