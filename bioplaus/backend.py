@@ -32,6 +32,7 @@ import contextlib
 import ctypes
 import os
 import sys
+import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -191,6 +192,46 @@ def host_executor() -> ThreadPoolExecutor:
         _executor, _executor_threads = ThreadPoolExecutor(n, thread_name_prefix="bioplaus"), n
     return _executor
 
+
+
+def run_shared(jobs) -> None:
+    """Run independent callables (no arguments) on the host threads, each taken by
+    the next thread that is free; the calling thread takes part.
+
+    Returns when every job has run; raises what a job raised (jobs that no
+    thread had taken by then may be left undone). With one host
+    thread, or one job, the jobs run in order on the calling thread. A
+    thread kept busy by something else (such as the BLAS library's idle
+    threads, which spin for a while after every product) simply takes
+    fewer jobs. Helpers that never started are cancelled, so a job may
+    itself call :func:`run_shared` without waiting for a free thread.
+    The jobs must not depend on their order: bioplaus gives it jobs that
+    write disjoint parts of arrays, so the result is the same for any
+    number of threads.
+    """
+    jobs = list(jobs)
+    n_helpers = min(host_threads(), len(jobs)) - 1
+    if n_helpers < 1:
+        for job in jobs:
+            job()
+        return
+    queue, lock = iter(jobs), threading.Lock()
+
+    def drain():
+        while True:
+            with lock:
+                job = next(queue, None)
+            if job is None:
+                return
+            job()
+
+    helpers = [host_executor().submit(drain) for _ in range(n_helpers)]
+    try:
+        drain()
+    finally:
+        for h in helpers:
+            if not h.cancel():
+                h.result()  # wait for a running helper, and raise what it raised
 
 # glibc mallopt parameters
 _M_TRIM_THRESHOLD = -1

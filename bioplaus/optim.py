@@ -26,9 +26,9 @@ in a step is left entirely alone. :func:`state_arrays` flattens the state to
 from __future__ import annotations
 
 import math
-import threading
 from bisect import bisect_right
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -191,7 +191,6 @@ def _run_elementwise(jobs):
     elementwise, so a block is updated exactly as the whole would be: the
     result does not depend on the block size or the number of threads.
     """
-    threads = backend.host_threads()
     inline, blocks = [], []
     for fn, arrays, args in jobs:
         p, g, state = arrays[0], arrays[1], arrays[2:]
@@ -205,36 +204,8 @@ def _run_elementwise(jobs):
                 blocks.append((fn, [None if a is None else a[lo:hi] for a in flat], args))
         else:
             inline.append((fn, arrays, args))
-    n_helpers = min(threads, len(blocks)) - 1
-    if n_helpers < 1:
-        _run_jobs(inline + blocks)
-        return
-    # the blocks are taken in turn by whichever thread is free: a core that is
-    # busy with something else (such as the BLAS library's idle threads, which
-    # spin for a while after every product) does less of the work, not holds it up
-    queue, lock = iter(blocks), threading.Lock()
-
-    def drain():
-        while True:
-            with lock:
-                job = next(queue, None)
-            if job is None:
-                return
-            fn, arrays, args = job
-            fn(*arrays, *args)
-
-    helpers = [backend.host_executor().submit(drain) for _ in range(n_helpers)]
-    try:
-        _run_jobs(inline)
-        drain()
-    finally:
-        for h in helpers:
-            h.result()  # wait for the helpers, and raise what one raised
-
-
-def _run_jobs(jobs):
-    for fn, arrays, args in jobs:
-        fn(*arrays, *args)
+    # in turn to whichever host thread is free
+    backend.run_shared([partial(fn, *arrays, *args) for fn, arrays, args in inline + blocks])
 
 
 def _adam(p, g, m, v, v_hat, t, lr, cfg):

@@ -106,3 +106,41 @@ def test_host_threads_follow_the_environment(monkeypatch):
     monkeypatch.setenv("BIOPLAUS_NUM_THREADS", "0")
     with pytest.raises(backend.BackendError, match="at least 1"):
         backend.host_threads()
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "4"])
+def test_run_shared_runs_every_job_once_and_raises_what_a_job_raised(monkeypatch, threads):
+    import threading
+
+    monkeypatch.setenv("BIOPLAUS_NUM_THREADS", threads)
+    done, names, lock = [], set(), threading.Lock()
+
+    def job(k):
+        with lock:
+            done.append(k)
+            names.add(threading.current_thread().name)
+
+    backend.run_shared([lambda k=k: job(k) for k in range(200)])
+    assert sorted(done) == list(range(200))
+    if threads == "1":
+        assert names == {threading.current_thread().name}  # all on the calling thread, in order
+        assert done == list(range(200))
+
+    def bad():
+        raise ZeroDivisionError("job 7")
+
+    done.clear()
+    jobs = [lambda k=k: job(k) for k in range(20)]
+    jobs[7] = bad
+    with pytest.raises(ZeroDivisionError, match="job 7"):
+        backend.run_shared(jobs)
+    assert 7 not in done and len(set(done)) == len(done)  # jobs after it may be left undone
+
+
+def test_run_shared_inside_a_job_does_not_wait_for_a_busy_thread(monkeypatch):
+    monkeypatch.setenv("BIOPLAUS_NUM_THREADS", "2")  # one helper: nested calls find it busy
+    out = []
+    backend.run_shared([lambda i=i: backend.run_shared([lambda i=i, j=j: out.append((i, j))
+                                                         for j in range(5)])
+                        for i in range(6)])
+    assert sorted(out) == [(i, j) for i in range(6) for j in range(5)]

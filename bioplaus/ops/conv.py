@@ -36,7 +36,10 @@ kernel for fresh, page-faulting memory.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
+
+import numpy as np
 
 from bioplaus import backend
 from bioplaus.backend import array_module
@@ -117,10 +120,11 @@ def im2col(x, kh, kw, stride=1, pad=0):
 
     Notes
     -----
-    One strided copy per kernel offset ``(i, j)`` (``kh*kw`` copies, each
-    over all examples, channels and output pixels at once); padding is
-    never materialised: the copy is clipped to the real input and only the
-    entries that read padding are set to zero. ``cols`` comes from the host
+    One strided copy per kernel offset ``(i, j)`` and group of channels
+    (each over all examples and output pixels of the group at once; the
+    groups, sized to stay in cache, spread over the host threads); padding
+    is never materialised: the copy is clipped to the real input and only
+    the entries that read padding are set to zero. ``cols`` comes from the host
     pool (:func:`bioplaus.backend.empty`), so no memory is zeroed twice. The
     same code runs on NumPy and CuPy.
     """
@@ -131,21 +135,47 @@ def im2col(x, kh, kw, stride=1, pad=0):
     ow = conv_output_size(w, kw, stride[1], pad[1])
     cols = backend.empty(xp, (c, kh, kw, n, oh, ow), x.dtype)
     x_t = x.transpose(1, 0, 2, 3)  # (c, n, h, w) view
-    covered = set()
-    for i, j, (o_r, i_r), (o_c, i_c) in _offsets(kh, kw, oh, ow, stride, pad, h, w):
-        covered.add((i, j))
-        blk = cols[:, i, j]  # (c, n, oh, ow)
-        blk[:, :, o_r, o_c] = x_t[:, :, i_r, i_c]
-        # outputs whose window puts this offset on the padding read zero
-        blk[:, :, :o_r.start] = 0
-        blk[:, :, o_r.stop:] = 0
-        blk[:, :, o_r, :o_c.start] = 0
-        blk[:, :, o_r, o_c.stop:] = 0
-    for i in range(kh):
-        for j in range(kw):
-            if (i, j) not in covered:  # this offset only ever reads padding
-                cols[:, i, j] = 0
+    offsets = list(_offsets(kh, kw, oh, ow, stride, pad, h, w))
+    covered = {(i, j) for i, j, _, _ in offsets}
+    pad_only = [(i, j) for i in range(kh) for j in range(kw) if (i, j) not in covered]
+
+    def unroll(chans):  # the rows of channels ``chans`` (a slice)
+        for i, j, (o_r, i_r), (o_c, i_c) in offsets:
+            blk = cols[chans, i, j]  # (c', n, oh, ow)
+            blk[:, :, o_r, o_c] = x_t[chans, :, i_r, i_c]
+            # outputs whose window puts this offset on the padding read zero
+            blk[:, :, :o_r.start] = 0
+            blk[:, :, o_r.stop:] = 0
+            blk[:, :, o_r, :o_c.start] = 0
+            blk[:, :, o_r, o_c.stop:] = 0
+        for i, j in pad_only:
+            cols[chans, i, j] = 0
+
+    _by_channels(xp, unroll, c, n * h * w)
     return cols.reshape(c * kh * kw, n * oh * ow)
+
+
+# im2col and col2im work on this many input values at a time (512 KiB of
+# float32: a group of channels whose image stays in a core's L2 cache while
+# each kernel offset copies from it or adds into it), the groups spread over
+# the host threads. Measured on this project's 2-core CPU for vgg8b's second
+# layer (128 channels, 28x28, batch 128): im2col 102 ms as one copy per
+# offset, 66 ms by single channels on one thread, 39 ms on two.
+CHANNEL_GROUP_VALUES = 1 << 17
+
+
+def _by_channels(xp, fn, c, per_channel):
+    """Call ``fn(slice)`` for groups of the ``c`` channels, on the host threads.
+
+    Each channel holds ``per_channel`` values of the image; a group holds
+    about :data:`CHANNEL_GROUP_VALUES`. On CuPy ``fn`` runs once over all
+    channels (the device runs each copy in parallel already).
+    """
+    if xp is not np:
+        fn(slice(0, c))
+        return
+    size = max(1, CHANNEL_GROUP_VALUES // max(per_channel, 1))
+    backend.run_shared([partial(fn, slice(a, min(a + size, c))) for a in range(0, c, size)])
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
@@ -187,13 +217,18 @@ def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
     # stride-1 'same' convolution) initialises dx; otherwise start from zero
     full = [k for k, (_, _, (_, i_r), (_, i_c)) in enumerate(offsets)
             if _covers(i_r, h) and _covers(i_c, w)]
-    if full:
-        i, j, (o_r, i_r), (o_c, i_c) = offsets.pop(full[0])
-        dx_t[...] = cols6[:, i, j, :, o_r, o_c]
-    else:
-        dx_t.fill(0)
-    for i, j, (o_r, i_r), (o_c, i_c) in offsets:
-        dx_t[:, :, i_r, i_c] += cols6[:, i, j, :, o_r, o_c]
+    first = offsets.pop(full[0]) if full else None
+
+    def fold(chans):  # the image of channels ``chans`` (a slice)
+        if first is not None:
+            i, j, (o_r, _), (o_c, _) = first
+            dx_t[chans] = cols6[chans, i, j, :, o_r, o_c]
+        else:
+            dx_t[chans] = 0
+        for i, j, (o_r, i_r), (o_c, i_c) in offsets:
+            dx_t[chans, :, i_r, i_c] += cols6[chans, i, j, :, o_r, o_c]
+
+    _by_channels(xp, fold, c, n * h * w)
     return dx_t.transpose(1, 0, 2, 3)
 
 

@@ -85,6 +85,24 @@ def test_im2col_matches_loops_and_col2im_is_its_adjoint(geom):
 
 
 @pytest.mark.parametrize("geom", GEOMETRIES, ids=IDS)
+def test_channel_groups_on_threads_give_the_same_columns_and_images(monkeypatch, geom):
+    import bioplaus.ops.conv as conv_mod
+
+    n, _, _, h, w, k, stride, pad = geom
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((n, 5, h, w))  # 5 channels: groups of 1, 2, or all
+    C = rng.standard_normal(im2col(x, k, k, stride, pad).shape)
+    whole = col2im(C, x.shape, k, k, stride, pad).copy()
+    kept = []  # every result stays alive: no output lands on memory that already holds one
+    for threads, group_channels in (("1", 1), ("3", 1), ("3", 2)):
+        monkeypatch.setenv("BIOPLAUS_NUM_THREADS", threads)
+        monkeypatch.setattr(conv_mod, "CHANNEL_GROUP_VALUES", group_channels * n * h * w)
+        kept += [im2col(x, k, k, stride, pad), col2im(C, x.shape, k, k, stride, pad)]
+        np.testing.assert_array_equal(kept[-2], naive_im2col(x, k, k, stride, pad))
+        np.testing.assert_array_equal(kept[-1], whole)
+
+
+@pytest.mark.parametrize("geom", GEOMETRIES, ids=IDS)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_forward_matches_naive_loops(geom, bias):
     n, c_in, c_out, h, w, k, stride, pad = geom
