@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,28 @@ def test_run_shared_inside_a_job_does_not_wait_for_a_busy_thread(monkeypatch):
                                                          for j in range(5)])
                         for i in range(6)])
     assert sorted(out) == [(i, j) for i in range(6) for j in range(5)]
+
+
+def test_the_command_line_sets_the_blas_thread_timeout_before_numpy_loads():
+    import subprocess
+    import sys
+
+    # record the variable at the moment numpy is first imported
+    probe = (
+        "import os, sys\n"
+        "seen = []\n"
+        "class Hook:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'numpy' and not seen:\n"
+        "            seen.append(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n"
+        "sys.meta_path.insert(0, Hook())\n"
+        "import bioplaus.cli\n"
+        "print(seen[0])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["22"]
+    out = subprocess.run([sys.executable, "-c", probe], env={**env, "OPENBLAS_THREAD_TIMEOUT": "9"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["9"]  # a value the user chose is kept

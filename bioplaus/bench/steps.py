@@ -327,6 +327,10 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
     from bioplaus.train import machine_description
 
     out(f"machine: {machine_description(xp)}; {machine_line()}")
+    if device == "cpu":
+        out(f"host threads: {backend.host_threads()} (im2col, col2im, optimizer); OpenBLAS idle "
+            f"threads spin 2^{os.environ.get('OPENBLAS_THREAD_TIMEOUT', '28 (its default)')} "
+            "cycles (OPENBLAS_THREAD_TIMEOUT; the command line sets 22)")
     out(f"float32 matmul peak ({peak_size}^3): {peak:.1f} GFLOP/s at the start; sampled again "
         f"beside every timed step, and each row's %peak uses the median of its own samples")
     if torch_mod is None:
