@@ -171,7 +171,7 @@ def step(params, grads, state, lr, cfg):
 
 
 # Large parameters are updated in blocks of this many values, each block run
-# through every pass of the kernel (an Adam update makes eleven) while its
+# through every pass of the kernel (an Adam update makes thirteen) while its
 # arrays are still in the core's cache, so the arrays cross the memory bus about
 # once per step instead of once per pass. 2^17 values (512 KiB per float32 array)
 # was the fastest block on this project's 2-core CPU (2 MiB L2 per core): smaller
