@@ -193,7 +193,6 @@ def host_executor() -> ThreadPoolExecutor:
     return _executor
 
 
-
 def run_shared(jobs) -> None:
     """Run independent callables (no arguments) on the host threads, each taken by
     the next thread that is free; the calling thread takes part.
@@ -232,6 +231,7 @@ def run_shared(jobs) -> None:
         for h in helpers:
             if not h.cancel():
                 h.result()  # wait for a running helper, and raise what it raised
+
 
 # glibc mallopt parameters
 _M_TRIM_THRESHOLD = -1
