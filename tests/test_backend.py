@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from bioplaus import backend
+from bioplaus import backend, threads
 
 
 def test_stream_is_keyed_and_reproducible():
@@ -52,7 +52,7 @@ def test_generator_state_roundtrip():
 _MALLINFO_PROBE = r"""
 import ctypes, sys
 import numpy as np
-from bioplaus import backend
+from bioplaus import backend, threads
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(k, ctypes.c_size_t) for k in
@@ -93,28 +93,28 @@ def test_tuned_allocator_serves_arrays_below_32_mib_from_the_heap():
 
 
 def test_host_threads_follow_the_environment(monkeypatch):
-    for var in backend.THREAD_ENV:
+    for var in threads.THREAD_ENV:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    assert backend.host_threads() == 1
+    assert threads.host_threads() == 1
     monkeypatch.setenv("BIOPLAUS_NUM_THREADS", "3")  # bioplaus's own variable comes first
-    assert backend.host_threads() == 3
-    with backend.one_host_thread():
-        assert backend.host_threads() == 1
-    assert backend.host_threads() == 3
+    assert threads.host_threads() == 3
+    with threads.one_host_thread():
+        assert threads.host_threads() == 1
+    assert threads.host_threads() == 3
     monkeypatch.setenv("BIOPLAUS_NUM_THREADS", "two")
     with pytest.raises(backend.BackendError, match="BIOPLAUS_NUM_THREADS='two'"):
-        backend.host_threads()
+        threads.host_threads()
     monkeypatch.setenv("BIOPLAUS_NUM_THREADS", "0")
     with pytest.raises(backend.BackendError, match="at least 1"):
-        backend.host_threads()
+        threads.host_threads()
 
 
-@pytest.mark.parametrize("threads", ["1", "2", "4"])
-def test_run_shared_runs_every_job_once_and_raises_what_a_job_raised(monkeypatch, threads):
+@pytest.mark.parametrize("n_threads", ["1", "2", "4"])
+def test_run_shared_runs_every_job_once_and_raises_what_a_job_raised(monkeypatch, n_threads):
     import threading
 
-    monkeypatch.setenv("BIOPLAUS_NUM_THREADS", threads)
+    monkeypatch.setenv("BIOPLAUS_NUM_THREADS", n_threads)
     done, names, lock = [], set(), threading.Lock()
 
     def job(k):
@@ -122,9 +122,9 @@ def test_run_shared_runs_every_job_once_and_raises_what_a_job_raised(monkeypatch
             done.append(k)
             names.add(threading.current_thread().name)
 
-    backend.run_shared([lambda k=k: job(k) for k in range(200)])
+    threads.run_shared([lambda k=k: job(k) for k in range(200)])
     assert sorted(done) == list(range(200))
-    if threads == "1":
+    if n_threads == "1":
         assert names == {threading.current_thread().name}  # all on the calling thread, in order
         assert done == list(range(200))
 
@@ -135,14 +135,14 @@ def test_run_shared_runs_every_job_once_and_raises_what_a_job_raised(monkeypatch
     jobs = [lambda k=k: job(k) for k in range(20)]
     jobs[7] = bad
     with pytest.raises(ZeroDivisionError, match="job 7"):
-        backend.run_shared(jobs)
+        threads.run_shared(jobs)
     assert 7 not in done and len(set(done)) == len(done)  # jobs after it may be left undone
 
 
 def test_run_shared_inside_a_job_does_not_wait_for_a_busy_thread(monkeypatch):
     monkeypatch.setenv("BIOPLAUS_NUM_THREADS", "2")  # one helper: nested calls find it busy
     out = []
-    backend.run_shared([lambda i=i: backend.run_shared([lambda i=i, j=j: out.append((i, j))
+    threads.run_shared([lambda i=i: threads.run_shared([lambda i=i, j=j: out.append((i, j))
                                                          for j in range(5)])
                         for i in range(6)])
     assert sorted(out) == [(i, j) for i in range(6) for j in range(5)]

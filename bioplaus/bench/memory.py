@@ -31,7 +31,7 @@ import tracemalloc
 
 import numpy as np
 
-from bioplaus import backend
+from bioplaus import backend, threads
 from bioplaus.rules.step import step_updates
 
 # nets compared for depth: (label, net, num_layers)
@@ -67,7 +67,7 @@ class _Tracker:
             # reuse would hide them from tracemalloc (its size is reported apart)
             self._pool_off = backend.host_pool.disabled()
             self._pool_off.__enter__()
-            self._one_thread = backend.one_host_thread()
+            self._one_thread = threads.one_host_thread()
             self._one_thread.__enter__()
             self._was_tracing = tracemalloc.is_tracing()
             if not self._was_tracing:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bioplaus import backend, optim
+from bioplaus import backend, optim, threads
 from bioplaus.config import Config
 from bioplaus.model import build_model
 from bioplaus.rules.step import dropout_masks, step_updates
@@ -328,7 +328,7 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
 
     out(f"machine: {machine_description(xp)}; {machine_line()}")
     if device == "cpu":
-        out(f"host threads: {backend.host_threads()} (im2col, col2im, optimizer); OpenBLAS idle "
+        out(f"host threads: {threads.host_threads()} (im2col, col2im, optimizer); OpenBLAS idle "
             f"threads spin 2^{os.environ.get('OPENBLAS_THREAD_TIMEOUT', '28 (its default)')} "
             "cycles (OPENBLAS_THREAD_TIMEOUT; the command line sets 22)")
     out(f"float32 matmul peak ({peak_size}^3): {peak:.1f} GFLOP/s at the start; sampled again "

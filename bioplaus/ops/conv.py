@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bioplaus import backend
+from bioplaus import backend, threads
 from bioplaus.backend import array_module
 
 
@@ -175,7 +175,7 @@ def _by_channels(xp, fn, c, per_channel):
         fn(slice(0, c))
         return
     size = max(1, CHANNEL_GROUP_VALUES // max(per_channel, 1))
-    backend.run_shared([partial(fn, slice(a, min(a + size, c))) for a in range(0, c, size)])
+    threads.run_shared([partial(fn, slice(a, min(a + size, c))) for a in range(0, c, size)])
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
