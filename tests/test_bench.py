@@ -287,3 +287,39 @@ def test_profile_command_prints_the_table():
             line.split()[0] and len(line.split()) == 4]
     assert len(rows) == 3 and all(float(r[2]) >= 0 for r in rows)
     assert "more ops)" in res.output
+
+
+# -- the products-only replay (benchmarks/mlp_products.py) ---------------------------------
+def _load_products_script():
+    import importlib.util
+
+    path = steps.TORCH_STEP_FILE.parent / "mlp_products.py"
+    spec = importlib.util.spec_from_file_location("bioplaus_bench_mlp_products", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_products_replay_counts_the_products_of_a_predsim_step():
+    mod = _load_products_script()
+    n = 4
+    m = _tiny_model("predsim").model  # mlp 4 -> 8 -> 8 -> 3
+    blocks, out = mod.shapes([4, 8, 8], 3)
+    assert (blocks, out) == ([(4, 8), (8, 8)], (8, 3))
+    # the replay holds exactly the products the benchmark counts for a step
+    assert mod.replay_flops(blocks, out, n) == steps.step_flops(m, n).total == 7360
+
+
+def test_products_replay_prints_both_libraries_and_their_ratio(capsys):
+    mod = _load_products_script()
+    mod.main(["--hidden", "16", "--blocks", "2", "--batch", "8", "--repeats", "2", "--calls", "1",
+              "--pause", "0"])
+    out = capsys.readouterr().out
+    assert re.search(rf"batch 8: {NUM} GFLOP; median of 2 turns of 1 replays", out)
+    for lib in ("numpy", "torch"):
+        (line,) = [ln for ln in out.splitlines() if ln.split()[:1] == [lib]]
+        ms, gflops = float(line.split()[1]), float(line.split()[3])
+        assert ms > 0 and gflops > 0
+    assert re.search(rf"ratio numpy / torch: {NUM}", out)
+    with pytest.raises(SystemExit):
+        mod.main(["--repeats", "0"])
