@@ -60,13 +60,18 @@ class BlockCache(NamedTuple):
 
 
 def block_forward(spec, params, buffers, x, *, training: bool, mask, nonlin: str,
-                  bn_momentum: float = 0.1, bn_eps: float = 1e-5):
+                  bn_momentum: float = 0.1, bn_eps: float = 1e-5, pool_backward: bool = True):
     """Forward one block.
 
     Parameters
     ----------
     x : array (n, c, h, w) or (n, d)
     mask : dropout mask from :func:`bioplaus.ops.dropout.dropout_mask` or None
+    pool_backward : bool
+        Whether an error will come back through the block's max-pool
+        (:func:`block_backward_to_h`); False skips finding the pool's winners
+        (a local loss reads ``h`` and the output goes on detached; evaluation).
+
     Returns
     -------
     out : array, the block's output (dropped out, pooled), fed to the next block
@@ -92,7 +97,7 @@ def block_forward(spec, params, buffers, x, *, training: bool, mask, nonlin: str
     pool = None
     out = h_d
     if spec.pool:
-        out, pool = pool_ops.maxpool2d_forward(h_d, 2, 2)
+        out, pool = pool_ops.maxpool2d_forward(h_d, 2, 2, winner=pool_backward)
     new_buffers = {p + "bn.running_mean": rm, p + "bn.running_var": rv}
     return out, h, BlockCache(x_shape, enc, bn, act, drop, pool), new_buffers
 

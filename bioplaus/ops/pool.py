@@ -1,7 +1,8 @@
 """Max pooling, average pooling (with the local decoder's geometry) and flatten.
 
-Max pooling visits its windows as ``kh*kw`` strided slices of the input,
-one per window offset ``(i, j)``, each covering every example, channel and
+Max pooling takes its maximum along window rows, then over the rows, and
+finds the winners with ``kh*kw`` strided slices of the input, one per
+window offset ``(i, j)``, each covering every example, channel and
 output pixel at once: no Python loop over examples or pixels, one code
 path for NumPy and CuPy, any window and stride, and the memory order of
 the input is kept (a channel-major activation from
@@ -48,8 +49,9 @@ class MaxPoolCache(NamedTuple):
 
     Attributes
     ----------
-    winner : array of uint8/int, shape (n, c, oh, ow)
-        Row-major index ``i*kw + j`` of each window's (first) maximum.
+    winner : array of uint8/int, shape (n, c, oh, ow), or None
+        Row-major index ``i*kw + j`` of each window's (first) maximum; None
+        when the forward was told no backward would follow.
     x_shape : tuple (n, c, h, w)
     k, stride : (int, int)
     """
@@ -60,7 +62,32 @@ class MaxPoolCache(NamedTuple):
     stride: tuple
 
 
-def maxpool2d_forward(x, k=2, stride=2):
+def _max_of(xp, views):
+    """Elementwise maximum of equally shaped views, in the memory order of the first."""
+    out = xp.empty_like(views[0])
+    if len(views) == 1:
+        xp.copyto(out, views[0])
+        return out
+    xp.maximum(views[0], views[1], out=out)
+    for v in views[2:]:
+        xp.maximum(out, v, out=out)
+    return out
+
+
+def _first_equal(xp, views, m, dtype):
+    """Index of the first view equal to ``m`` at each position (the last one if none is).
+
+    Branch-free: with :math:`e_t = [v_t \\ne m]`, the index is
+    :math:`e_0 (1 + e_1 (1 + \\dots (1 + e_{T-2})))`.
+    """
+    t = xp.zeros_like(m, dtype=dtype)
+    for v in reversed(views[:-1]):  # t = e_t * (1 + t), from the last entry back
+        t += 1
+        t *= v != m
+    return t
+
+
+def maxpool2d_forward(x, k=2, stride=2, winner=True):
     """Max pooling over ``k`` windows (no padding, floor mode).
 
     Parameters
@@ -68,13 +95,18 @@ def maxpool2d_forward(x, k=2, stride=2):
     x : array, shape (n, c, h, w)
     k, stride : int or (int, int)
         Window size and stride per axis (PyTorch's default stride is ``k``).
+    winner : bool
+        Whether to find each window's winner for :func:`maxpool2d_backward`.
+        False when no error will come back through the pooling (the output
+        of a block trained by a local loss is detached; evaluation): the
+        cache then holds no winner and the backward refuses it.
 
     Returns
     -------
     y : array, shape (n, c, oh, ow)
         ``oh = (h - kh) // sh + 1``; likewise ``ow``. Same memory order as ``x``.
     cache : MaxPoolCache
-        The index of each window's winner.
+        The index of each window's winner (None when ``winner`` is False).
 
     Notes
     -----
@@ -83,25 +115,32 @@ def maxpool2d_forward(x, k=2, stride=2):
     On ties the winner is the first maximum in row-major window order, as
     in PyTorch's ``max_pool2d``; the backward sends the error to that one
     entry only (as in the feedback-alignment baseline of Mostafa et al.,
-    2018, where max-pool routes the error to the winner). The winner index
-    is computed without branches: with :math:`e_t = [v_t \\ne y]`, the first ``t`` where the window
-    entry :math:`v_t` equals the maximum is
-    :math:`e_0 (1 + e_1 (1 + \\dots (1 + e_{T-2})))`.
+    2018, where max-pool routes the error to the winner).
+
+    The maximum is separable, and taken so: first along each window row,
+    :math:`r_{n,c,a,q} = \\max_j x_{n,c,a,q s_w + j}`, then over the rows,
+    :math:`y_{n,c,p,q} = \\max_i r_{n,c,p s_h + i,q}`: the input is read once
+    instead of ``kh*kw`` times (for 2x2 windows of a vgg8b activation about
+    twice as fast as the maximum of the four window offsets). The winner,
+    the first window entry :math:`t = i k_w + j` equal to :math:`y`, takes
+    one comparison per entry (:func:`_first_equal`); without a backward to
+    come it is skipped, which makes the forward about four times faster.
     """
     xp = array_module(x)
     k, stride = _pair(k, "k"), _pair(stride, "stride")
+    (kh, kw), (sh, sw) = k, stride
     n, c, h, w = x.shape
-    out = (conv_output_size(h, k[0], stride[0], 0), conv_output_size(w, k[1], stride[1], 0))
-    views = list(_window_views(x, k, stride, out))  # k*k views, each (n, c, oh, ow)
-    y = xp.empty_like(views[0])  # keeps x's memory order
-    xp.copyto(y, views[0])
-    for v in views[1:]:
-        xp.maximum(y, v, out=y)
-    winner = xp.zeros(y.shape, dtype=xp.uint8 if len(views) <= 256 else xp.int64)
-    for v in reversed(views[:-1]):  # winner = e_t * (1 + winner), from the last entry back
-        winner += 1
-        winner *= v != y
-    return y, MaxPoolCache(winner, tuple(x.shape), k, stride)
+    oh, ow = conv_output_size(h, kh, sh, 0), conv_output_size(w, kw, sw, 0)
+    rows = sh * (oh - 1) + kh  # input rows that some window reads
+    cols = [x[:, :, :rows, j: j + sw * (ow - 1) + 1: sw] for j in range(kw)]  # kw x (n, c, rows, ow)
+    r = _max_of(xp, cols)  # row maxima (n, c, rows, ow), x's memory order
+    r_rows = [r[:, :, i: i + sh * (oh - 1) + 1: sh] for i in range(kh)]  # kh x (n, c, oh, ow)
+    y = _max_of(xp, r_rows)  # (n, c, oh, ow)
+    if not winner:
+        return y, MaxPoolCache(None, tuple(x.shape), k, stride)
+    views = list(_window_views(x, k, stride, (oh, ow)))  # kh*kw x (n, c, oh, ow)
+    winners = _first_equal(xp, views, y, xp.uint8 if len(views) <= 256 else xp.int64)
+    return y, MaxPoolCache(winners, tuple(x.shape), k, stride)
 
 
 def _zeros_in_memory_order_of(ref, shape):
@@ -134,6 +173,9 @@ def maxpool2d_backward(dy, cache):
               \\mathrel{+}= \\delta y_{n,c,p,q}\\,[\\,i k_w + j = t^*_{n,c,p,q}\\,]
     """
     winner, x_shape, k, stride = cache
+    if winner is None:
+        raise ValueError("maxpool2d_backward: the forward ran with winner=False (no error was "
+                         "meant to come back through this pooling); run it with winner=True")
     if dy.shape != winner.shape:
         raise ValueError(f"maxpool2d_backward: dy must be {winner.shape}, got {dy.shape}")
     xp = array_module(dy)

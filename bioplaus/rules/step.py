@@ -41,13 +41,18 @@ def dropout_masks(model, batch_n: int, p: float, seed: int, step: int):
     return masks
 
 
-def forward_block(model, b, x, mask, training):
-    """Forward block ``b``; in training its running statistics are updated in the model."""
+def forward_block(model, b, x, mask, training, pool_backward=True):
+    """Forward block ``b``; in training its running statistics are updated in the model.
+
+    ``pool_backward``: whether an error will come back through the block's
+    max-pool (global and frc rules); see :func:`bioplaus.blocks.block_forward`.
+    """
     cfg = model.cfg
     out, h, cache, nb = block_forward(b, model.params, model.buffers, x, training=training,
                                       mask=mask, nonlin=model.nonlin,
                                       bn_momentum=cfg.bn_momentum if cfg else 0.1,
-                                      bn_eps=cfg.bn_eps if cfg else 1e-5)
+                                      bn_eps=cfg.bn_eps if cfg else 1e-5,
+                                      pool_backward=pool_backward)
     if training:
         model.buffers.update(nb)
     return out, h, cache
@@ -104,7 +109,10 @@ def step_updates(model, x, y, masks, *, training=True):
         return
     a = x
     for i, b in enumerate(model.spec.blocks):
-        out, h, cache = forward_block(model, b, a, masks[i], training)
+        # a local loss reads h, and the output goes on detached: no error comes
+        # back through the pool; frc's fixed classifier reads the pooled output
+        out, h, cache = forward_block(model, b, a, masks[i], training,
+                                      pool_backward=rule.family != "local")
         if rule.family == "local":
             r = local_block_update(model, b, model.heads[i], h, y, Y)
             dh, grads, y_hat = r.dh, dict(r.grads), r.y_hat
@@ -152,7 +160,7 @@ def evaluate_batch(model, x):
     a = x
     rule = model.rule
     for i, b in enumerate(model.spec.blocks):
-        out, h, _ = forward_block(model, b, a, None, False)
+        out, h, _ = forward_block(model, b, a, None, False, pool_backward=False)
         pred = None
         p = f"{b.name}."
         if rule.pred:

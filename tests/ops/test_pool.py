@@ -224,3 +224,16 @@ def test_numpy_cupy_parity(xp):
     assert rel_error(ya, ya_ref) < 1e-12
     assert rel_error(avgpool2d_backward(backend.to_device(dy_avg, xp), ca),
                      avgpool2d_backward(dy_avg, ca_ref)) < 1e-12
+
+
+@pytest.mark.parametrize("geom", MAX_GEOMETRIES, ids=MAX_IDS)
+def test_maxpool_without_winner_gives_the_same_output_and_refuses_a_backward(geom):
+    h, w, k, stride = geom
+    rng = np.random.default_rng(4)
+    x = rng.integers(-2, 3, size=(2, 3, h, w)).astype(np.float32)
+    y, cache = maxpool2d_forward(x, k, stride)
+    y0, cache0 = maxpool2d_forward(x, k, stride, winner=False)
+    np.testing.assert_array_equal(y0, y)
+    assert cache.winner is not None and cache0.winner is None
+    with pytest.raises(ValueError, match="winner=True"):
+        maxpool2d_backward(y0, cache0)
