@@ -13,6 +13,7 @@ import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from bioplaus.backend import BackendError
 
@@ -111,3 +112,20 @@ def run_shared(jobs) -> None:
         for h in helpers:
             if not h.cancel():
                 h.result()  # wait for a running helper, and raise what it raised
+
+
+def channel_groups(fn, c: int, per_channel: int, group_values: int, on_host: bool = True) -> None:
+    """Call ``fn(channels)`` for consecutive groups of ``c`` channels, on the host threads.
+
+    ``channels`` is a ``slice``; each channel holds ``per_channel`` values, a
+    group about ``group_values`` (at least one channel). The groups depend on
+    the shapes only, never on the number of threads, so the result does not
+    either. ``fn`` must write only its own channels. Not ``on_host`` (CuPy,
+    whose device runs each kernel in parallel already): one call over all
+    channels.
+    """
+    if not on_host:
+        fn(slice(0, c))
+        return
+    size = max(1, group_values // max(per_channel, 1))
+    run_shared([partial(fn, slice(a, min(a + size, c))) for a in range(0, c, size)])

@@ -139,6 +139,28 @@ def test_run_shared_runs_every_job_once_and_raises_what_a_job_raised(monkeypatch
     assert 7 not in done and len(set(done)) == len(done)  # jobs after it may be left undone
 
 
+@pytest.mark.parametrize("n_threads", ["1", "3"])
+def test_channel_groups_cover_every_channel_once_in_groups_set_by_the_shape(monkeypatch,
+                                                                          n_threads):
+    import threading
+
+    monkeypatch.setenv("BIOPLAUS_NUM_THREADS", n_threads)
+    seen, lock = [], threading.Lock()
+
+    def fn(s):
+        with lock:
+            seen.append((s.start, s.stop))
+
+    threads.channel_groups(fn, 10, per_channel=100, group_values=350)  # 3 channels a group
+    assert sorted(seen) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    seen.clear()
+    threads.channel_groups(fn, 4, per_channel=1000, group_values=10)  # at least one channel
+    assert sorted(seen) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    seen.clear()
+    threads.channel_groups(fn, 10, per_channel=1, group_values=1, on_host=False)  # CuPy: one call
+    assert seen == [(0, 10)]
+
+
 def test_run_shared_inside_a_job_does_not_wait_for_a_busy_thread(monkeypatch):
     monkeypatch.setenv("BIOPLAUS_NUM_THREADS", "2")  # one helper: nested calls find it busy
     out = []

@@ -36,7 +36,6 @@ kernel for fresh, page-faulting memory.
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -165,17 +164,10 @@ CHANNEL_GROUP_VALUES = 1 << 17
 
 
 def _by_channels(xp, fn, c, per_channel):
-    """Call ``fn(slice)`` for groups of the ``c`` channels, on the host threads.
-
-    Each channel holds ``per_channel`` values of the image; a group holds
-    about :data:`CHANNEL_GROUP_VALUES`. On CuPy ``fn`` runs once over all
-    channels (the device runs each copy in parallel already).
-    """
-    if xp is not np:
-        fn(slice(0, c))
-        return
-    size = max(1, CHANNEL_GROUP_VALUES // max(per_channel, 1))
-    threads.run_shared([partial(fn, slice(a, min(a + size, c))) for a in range(0, c, size)])
+    """Call ``fn(slice)`` for groups of about :data:`CHANNEL_GROUP_VALUES` image
+    values, on the host threads (:func:`bioplaus.threads.channel_groups`; one
+    call over all channels on CuPy)."""
+    threads.channel_groups(fn, c, per_channel, CHANNEL_GROUP_VALUES, on_host=xp is np)
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, pad=0):

@@ -11,8 +11,21 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bioplaus import backend
+from bioplaus import backend, threads
 from bioplaus.backend import array_module
+
+
+# In training, both passes work on groups of channels of about this many values
+# (1 MiB of float32), each group's statistics and elementwise passes run while
+# it is still in a core's cache, the groups spread over the host threads
+# (bioplaus.threads.channel_groups). Every channel is normalised on its own, so
+# a group gives what the whole batch would, up to the rounding of the
+# per-channel sums; the groups depend on the shape only, not on the threads. On
+# this project's 2-core CPU the five batch norms of vgg8b's first convolutions
+# (channel-major, batch 128) took 215 ms forward and backward as whole arrays,
+# 158 ms in groups of 2^17 values and 130 ms in groups of 2^18 or 2^19. An (n, d)
+# batch of the mlp (n = 128, d = 1024) is a single group.
+GROUP_VALUES = 1 << 18
 
 
 class BatchNormCache(NamedTuple):
@@ -151,18 +164,28 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
         raise ValueError(
             f"batch norm in training mode needs more than 1 value per channel, got input {x.shape}"
         )
-    mu = x.mean(axis=axes, keepdims=True)  # (1, c[, 1, 1])
-    xhat = xp.subtract(x, mu, out=backend.empty_like(x))  # centred, x-hat in place below
-    var = _channel_dot(xp, xhat, xhat) / m  # (c,) biased variance
+    xhat, y = backend.empty_like(x), backend.empty_like(x)
+    mu, var = xp.empty(c, dtype=x.dtype), xp.empty(c, dtype=x.dtype)
+    g, b = gamma.astype(x.dtype, copy=False), beta.astype(x.dtype, copy=False)
+    gshape = (1, -1) + (1,) * (x.ndim - 2)  # a group's per-channel shape
+
+    def normalise(s):  # the channels s, each channel on its own
+        xs, xh = x[:, s], xhat[:, s]
+        mu_s = xs.mean(axis=axes, keepdims=True)  # (1, |s|[, 1, 1])
+        xp.subtract(xs, mu_s, out=xh)  # centred, x-hat in place below
+        var_s = _channel_dot(xp, xh, xh) / m  # (|s|,) biased variance
+        xh *= (1.0 / xp.sqrt(var_s + eps)).reshape(gshape)
+        ys = y[:, s]
+        xp.multiply(xh, g[s].reshape(gshape), out=ys)
+        ys += b[s].reshape(gshape)
+        mu[s], var[s] = mu_s.reshape(-1), var_s
+
+    threads.channel_groups(normalise, c, m, GROUP_VALUES, on_host=xp is np)
     inv_std = 1.0 / xp.sqrt(var + eps)  # (c,)
-    xhat *= inv_std.reshape(pshape)
-    y = xp.multiply(xhat, gamma.astype(x.dtype, copy=False).reshape(pshape),
-                    out=backend.empty_like(x))
-    y += beta.astype(x.dtype, copy=False).reshape(pshape)
 
     new_mean = new_var = None
     if running_mean is not None:
-        new_mean = (1.0 - momentum) * running_mean + momentum * mu.reshape(c).astype(
+        new_mean = (1.0 - momentum) * running_mean + momentum * mu.astype(
             running_mean.dtype, copy=False)
     if running_var is not None:
         unbiased = var * (m / (m - 1.0))  # (c,)
@@ -212,19 +235,28 @@ def batchnorm_backward(dy, cache):
     axes, pshape, m = _layout(dy)
     inv_std, gamma = cache.inv_std, cache.gamma
     k = (gamma * inv_std).astype(dy.dtype, copy=False)  # (c,) gamma / sqrt(var + eps)
-    dbeta = dy.sum(axis=axes)  # (c,)
-
     if not cache.training:
+        dbeta = dy.sum(axis=axes)  # (c,)
         xhat = (cache.x - cache.mean.astype(cache.x.dtype, copy=False).reshape(pshape))
         xhat *= inv_std.reshape(pshape)
         dgamma = _channel_dot(xp, dy, xhat)  # (c,)
         dx = dy * k.reshape(pshape)
         return dx, dgamma, dbeta
 
-    xhat = cache.xhat
-    dgamma = _channel_dot(xp, dy, xhat)  # (c,)
-    dx = xp.multiply(xhat, (dgamma / m).reshape(pshape), out=backend.empty_like(dy))
-    dx += (dbeta / m).reshape(pshape)
-    xp.subtract(dy, dx, out=dx)  # delta - mean(delta) - xhat * mean(delta * xhat)
-    dx *= k.reshape(pshape)
+    xhat, c = cache.xhat, dy.shape[1]
+    dx = backend.empty_like(dy)
+    dbeta, dgamma = xp.empty(c, dtype=dy.dtype), xp.empty(c, dtype=dy.dtype)
+    gshape = (1, -1) + (1,) * (dy.ndim - 2)  # a group's per-channel shape
+
+    def grad(s):  # the channels s, each channel on its own
+        dys, xh, dxs = dy[:, s], xhat[:, s], dx[:, s]
+        db = dys.sum(axis=axes)  # (|s|,)
+        dg = _channel_dot(xp, dys, xh)  # (|s|,)
+        xp.multiply(xh, (dg / m).reshape(gshape), out=dxs)
+        dxs += (db / m).reshape(gshape)
+        xp.subtract(dys, dxs, out=dxs)  # delta - mean(delta) - xhat * mean(delta * xhat)
+        dxs *= k[s].reshape(gshape)
+        dbeta[s], dgamma[s] = db, dg
+
+    threads.channel_groups(grad, c, m, GROUP_VALUES, on_host=xp is np)
     return dx, dgamma, dbeta

@@ -86,3 +86,25 @@ def test_dtype_and_parity(xp, name):
     np.testing.assert_array_equal(backend.to_numpy(dx), bwd(dy, c0))
     np.testing.assert_array_equal(backend.to_numpy(fprime), derivative(c0))
     assert rel_error(dx, dy * backend.to_numpy(fprime)) == 0.0
+
+
+@pytest.mark.parametrize("shape", [(4, 7, 3, 2), (5, 7), (6,)], ids=["4d", "2d", "1d"])
+def test_relu_on_channel_groups_and_threads_equals_one_pass(monkeypatch, shape):
+    import bioplaus.ops.act as act_mod
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.flat[::5] = 0.0  # the convention at 0 holds in every group
+    if x.ndim == 4:
+        x = np.ascontiguousarray(x.swapaxes(0, 1)).swapaxes(0, 1)  # channel-major, as convs give
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y_ref, dx_ref = np.maximum(x, 0), dy * (x > 0)
+    per_channel = x.size // x.shape[1] if x.ndim > 1 else 1
+    for threads, group_channels in (("1", 1), ("3", 1), ("3", 3), ("1", 100)):
+        monkeypatch.setenv("BIOPLAUS_NUM_THREADS", threads)
+        monkeypatch.setattr(act_mod, "GROUP_VALUES", group_channels * per_channel)
+        y, cache = relu_forward(x)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(cache.positive, x > 0)
+        assert y.strides == x.strides
+        np.testing.assert_array_equal(relu_backward(dy, cache), dx_ref)
