@@ -138,6 +138,26 @@ def test_avgpool_matches_loops_torch_and_finite_differences(geom):
     check_grad(lambda: avgpool2d_forward(x, kernel, pad, stride)[0], x, dy, dx, max_entries=80)
 
 
+@pytest.mark.parametrize("layout", ["C", "channel-major", "strided"])
+def test_avgpool_in_every_memory_layout_matches_loops(layout):
+    # C order and channel-major take one 2-D product per axis; other views the batched one
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((3, 4, 9, 14))
+    x = {"C": base, "channel-major": np.ascontiguousarray(base.swapaxes(0, 1)).swapaxes(0, 1),
+         "strided": base[:, :, :, ::2]}[layout]
+    for kernel, pad in (((4, 2), (2, 1)), ((1, 3), (0, 1)), ((3, 1), (1, 0))):
+        y, cache = avgpool2d_forward(x, kernel, pad)
+        np.testing.assert_allclose(y, naive_avgpool(x, kernel, pad, None), rtol=1e-12, atol=1e-14)
+        dy = rng.standard_normal(y.shape)
+        if layout == "strided":
+            dy = np.repeat(dy, 2, axis=3)[:, :, :, ::2]  # a view that is not contiguous
+        dx = avgpool2d_backward(dy, cache)
+        assert dx.transpose(1, 0, 2, 3).flags.c_contiguous  # channel-major
+        tx = torch.tensor(np.ascontiguousarray(x), requires_grad=True)
+        torch.nn.functional.avg_pool2d(tx, kernel, kernel, pad).backward(torch.tensor(dy))
+        assert rel_error(dx, tx.grad.numpy()) < 1e-12
+
+
 def test_avgpool_identity_kernel_and_dtype():
     x = np.random.default_rng(4).standard_normal((2, 3, 4, 5)).astype(np.float32)
     y, cache = avgpool2d_forward(x, (1, 1))
