@@ -333,15 +333,13 @@ def avgpool2d_backward(dy, cache):
     expected = (n, c, h if A_h is None else A_h.shape[0], w if A_w is None else A_w.shape[0])
     if dy.shape != expected:
         raise ValueError(f"avgpool2d_backward: dy must be {expected}, got {dy.shape}")
-    dx = dy.transpose(1, 0, 2, 3)  # (c, n, oh, ow) view: products in channel-major order
+    # (c, n, oh, ow), a channel-major copy of the small end: the products run in
+    # that order, the last one as a single 2-D product into the full-size result
+    dx = dy.transpose(1, 0, 2, 3).copy()
     if A_h is not None:
         dx = xp.matmul(A_h.T, dx)  # (c, n, h, ow)
     if A_w is not None:
         dx = _last_axis_product(xp, dx, A_w, out=backend.empty(xp, (c, n, h, w), dy.dtype))
-    if A_h is None and A_w is None:  # no pooling: a copy, not a view of dy
-        dx = dx.copy()
-    elif not dx.flags.c_contiguous:  # a product that kept dy's memory order
-        dx = xp.ascontiguousarray(dx)
     return dx.transpose(1, 0, 2, 3)
 
 
