@@ -22,7 +22,7 @@ import numpy as np
 from bioplaus import feedback
 from bioplaus.blocks import init_block, init_uniform
 from bioplaus.nets import NetSpec, build_net
-from bioplaus.ops import pool as pool_ops
+from bioplaus.ops import avgpool as avgpool_ops
 from bioplaus.rules.registry import RuleInfo, get_rule
 
 
@@ -64,7 +64,7 @@ def head_geometry(block, dim_in_decoder: int) -> HeadGeometry:
     """Decoder input geometry of a block (SPEC §2 pool sizing for conv blocks)."""
     if block.kind != "conv":
         return HeadGeometry(None, (0, 0), block.n_out)
-    kernel, pad, out = pool_ops.decoder_pool_geometry(block.n_out, block.out_hw, dim_in_decoder)
+    kernel, pad, out = avgpool_ops.decoder_pool_geometry(block.n_out, block.out_hw, dim_in_decoder)
     if tuple(kernel) == (1, 1):
         return HeadGeometry(None, (0, 0), block.n_out * block.out_hw * block.out_hw)
     return HeadGeometry(tuple(kernel), tuple(pad), int(block.n_out * out[0] * out[1]))

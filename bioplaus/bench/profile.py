@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from bioplaus import backend, losses, optim
-from bioplaus.ops import act, conv, dropout, linear, norm, pool
+from bioplaus.ops import act, avgpool, conv, dropout, linear, norm, pool
 
 # (module, function names) of the ops that are timed
 TIMED = (
@@ -32,8 +32,8 @@ TIMED = (
     (linear, ("linear_forward", "linear_backward")),
     (norm, ("batchnorm_forward", "batchnorm_backward")),
     (act, ("relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward")),
-    (pool, ("maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
-            "avgpool2d_backward")),
+    (pool, ("maxpool2d_forward", "maxpool2d_backward")),
+    (avgpool, ("avgpool2d_forward", "avgpool2d_backward")),
     (dropout, ("dropout_forward", "dropout_backward")),
     (losses, ("similarity_matrix_forward", "similarity_matrix_backward", "sim_loss",
               "softmax_cross_entropy", "bce_with_logits", "squared_hinge")),

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from bioplaus import losses
 from bioplaus.ops import conv as conv_ops
 from bioplaus.ops import linear as lin_ops
-from bioplaus.ops import pool as pool_ops
+from bioplaus.ops import avgpool as avgpool_ops
 
 
 class LocalResult(NamedTuple):
@@ -40,7 +40,7 @@ def decoder_input(h, geom):
     cache = None
     x = h
     if geom.pool_kernel is not None:
-        x, cache = pool_ops.avgpool2d_forward(h, kernel=geom.pool_kernel, pad=geom.pool_pad)
+        x, cache = avgpool_ops.avgpool2d_forward(h, kernel=geom.pool_kernel, pad=geom.pool_pad)
     return x.reshape(x.shape[0], -1), (cache, x.shape)  # (n, dim_in)
 
 
@@ -48,7 +48,7 @@ def decoder_input_backward(df, cache):
     pool_cache, shape = cache
     dx = df.reshape(shape)
     if pool_cache is not None:
-        dx = pool_ops.avgpool2d_backward(dx, pool_cache)
+        dx = avgpool_ops.avgpool2d_backward(dx, pool_cache)
     return dx
 
 
@@ -140,13 +140,13 @@ def sim_bio_loss(h, Y, P, geom, scale: float = 1.0):
     x = h
     pool_cache = None
     if geom.pool_kernel is not None:
-        x, pool_cache = pool_ops.avgpool2d_forward(h, kernel=geom.pool_kernel, pad=geom.pool_pad)
+        x, pool_cache = avgpool_ops.avgpool2d_forward(h, kernel=geom.pool_kernel, pad=geom.pool_pad)
     R_h, s_cache = losses.similarity_matrix_forward(x)
     R_y, _ = losses.similarity_matrix_forward(Y @ P.T)  # (n, T) -> (n, n)
     L, dR = losses.sim_loss(R_h, R_y)
     dx = losses.similarity_matrix_backward(scale * dR, s_cache)
     if pool_cache is not None:
-        dx = pool_ops.avgpool2d_backward(dx, pool_cache)
+        dx = avgpool_ops.avgpool2d_backward(dx, pool_cache)
     return scale * float(L), {}, dx
 
 

@@ -6,10 +6,8 @@ import pytest
 import torch
 
 from bioplaus import backend
+from bioplaus.ops.avgpool import avgpool2d_backward, avgpool2d_forward, decoder_pool_geometry
 from bioplaus.ops.pool import (
-    avgpool2d_backward,
-    avgpool2d_forward,
-    decoder_pool_geometry,
     flatten_backward,
     flatten_forward,
     maxpool2d_backward,
