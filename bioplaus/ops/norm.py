@@ -165,7 +165,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
             f"batch norm in training mode needs more than 1 value per channel, got input {x.shape}"
         )
     xhat, y = backend.empty_like(x), backend.empty_like(x)
-    mu, var = xp.empty(c, dtype=x.dtype), xp.empty(c, dtype=x.dtype)
+    mu, var, inv_std = (xp.empty(c, dtype=x.dtype) for _ in range(3))  # (c,) each
     g, b = gamma.astype(x.dtype, copy=False), beta.astype(x.dtype, copy=False)
     gshape = (1, -1) + (1,) * (x.ndim - 2)  # a group's per-channel shape
 
@@ -174,14 +174,14 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
         mu_s = xs.mean(axis=axes, keepdims=True)  # (1, |s|[, 1, 1])
         xp.subtract(xs, mu_s, out=xh)  # centred, x-hat in place below
         var_s = _channel_dot(xp, xh, xh) / m  # (|s|,) biased variance
-        xh *= (1.0 / xp.sqrt(var_s + eps)).reshape(gshape)
+        inv_s = 1.0 / xp.sqrt(var_s + eps)  # (|s|,)
+        xh *= inv_s.reshape(gshape)
         ys = y[:, s]
         xp.multiply(xh, g[s].reshape(gshape), out=ys)
         ys += b[s].reshape(gshape)
-        mu[s], var[s] = mu_s.reshape(-1), var_s
+        mu[s], var[s], inv_std[s] = mu_s.reshape(-1), var_s, inv_s
 
     threads.channel_groups(normalise, c, m, GROUP_VALUES, on_host=xp is np)
-    inv_std = 1.0 / xp.sqrt(var + eps)  # (c,)
 
     new_mean = new_var = None
     if running_mean is not None:
