@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import backend
+from . import backend, threads
 from .backend import TRAIN_DTYPE, array_module
 
 #: The constant added to each row's norm before dividing (reference code).
@@ -208,6 +208,8 @@ class SimilarityCache(NamedTuple):
         ``Xc_i / (1e-8 + ||Xc_i||)``.
     inside : bool array, shape (n, n)
         Where ``-1 <= Xn Xn^T <= 1`` (the clamp passes the gradient).
+    z_mean : array, shape (n, c), or None
+        The maps' means (std path only).
     """
 
     x_shape: tuple
@@ -217,14 +219,32 @@ class SimilarityCache(NamedTuple):
     norm: object
     Xn: object
     inside: object
+    z_mean: object = None
+
+
+# The feature maps' standard deviations (and their gradient) are taken over
+# groups of channels of about this many values, each group's centred maps a
+# temporary that stays in a core's cache, the groups spread over the host
+# threads (bioplaus.threads.channel_groups). Every map is reduced on its own, so
+# the grouping does not change the result.
+GROUP_VALUES = 1 << 18
 
 
 def _map_std(xp, z):
-    """Unbiased standard deviation of each row ``z[i, k, :]`` (``z.std(axis=2, ddof=1)``),
-    its centred temporary taken from the host pool."""
-    d = xp.subtract(z, z.mean(axis=2, keepdims=True), out=backend.empty_like(z))
-    d *= d
-    return xp.sqrt(d.sum(axis=2) / (z.shape[2] - 1))
+    """Unbiased standard deviation and mean of each row ``z[i, k, :]``, both (n, c)
+    (``z.std(axis=2, ddof=1)`` and ``z.mean(axis=2)``)."""
+    n, c, N = z.shape
+    s, mean = xp.empty((n, c), dtype=z.dtype), xp.empty((n, c), dtype=z.dtype)
+
+    def maps(k):  # the channels k
+        zk = z[:, k]
+        mk = zk.mean(axis=2, keepdims=True)  # (n, |k|, 1)
+        d = zk - mk  # centred maps of the group
+        d *= d
+        s[:, k], mean[:, k] = xp.sqrt(d.sum(axis=2) / (N - 1)), mk[:, :, 0]
+
+    threads.channel_groups(maps, c, n * N, GROUP_VALUES, on_host=xp is np)
+    return s, mean
 
 
 def similarity_matrix_forward(x, use_std=True):
@@ -265,10 +285,10 @@ def similarity_matrix_forward(x, use_std=True):
     n = x.shape[0]
     if x.ndim == 4 and use_std and x.shape[1] > 3 and x.shape[2] > 1:
         z = x.reshape(n, x.shape[1], -1)  # (n, c, h*w)
-        s = _map_std(xp, z)  # (n, c)
+        s, z_mean = _map_std(xp, z)  # (n, c) each
         X = s
     elif x.ndim in (2, 4):
-        z = s = None
+        z = s = z_mean = None
         X = x.reshape(n, -1)  # (n, d)
     else:
         raise ValueError(f"similarity_matrix_forward: x must be 2-D or 4-D, got shape {x.shape}")
@@ -278,7 +298,7 @@ def similarity_matrix_forward(x, use_std=True):
     S = Xn @ Xn.T  # (n, n)
     inside = (S >= -1) & (S <= 1)
     xp.clip(S, -1, 1, out=S)
-    return S, SimilarityCache(x.shape, z, s, Xc, norm, Xn, inside)
+    return S, SimilarityCache(x.shape, z, s, Xc, norm, Xn, inside, z_mean)
 
 
 def similarity_matrix_backward(dS, cache):
@@ -327,7 +347,7 @@ def similarity_matrix_backward(dS, cache):
       give. Torch 2.x gives 0 there as well.
     """
     xp = array_module(dS)
-    x_shape, z, s, Xc, norm, Xn, inside = cache
+    x_shape, z, s, Xc, norm, Xn, inside, z_mean = cache
     delta = dS * inside  # (n, n)
     dXn = (delta + delta.T) @ Xn  # (n, d)
     den = SIM_EPS + norm  # (n, 1)
@@ -338,11 +358,17 @@ def similarity_matrix_backward(dS, cache):
     dX -= dX.mean(axis=1, keepdims=True)  # through the centring
     if z is None:
         return dX.reshape(x_shape)
-    m = z.shape[2]  # spatial positions N
+    n, c, m = z.shape  # m: spatial positions N
     safe_s = xp.where(s > 0, s, 1)
     ds_coef = xp.where(s > 0, dX / ((m - 1) * safe_s), 0)  # (n, c)
-    dz = xp.subtract(z, z.mean(axis=2, keepdims=True), out=backend.empty_like(z))  # centred maps
-    dz *= ds_coef[:, :, None]
+    dz = backend.empty_like(z)  # (n, c, N), x's memory order
+
+    def maps(k):  # the channels k
+        dk = dz[:, k]
+        xp.subtract(z[:, k], z_mean[:, k, None], out=dk)  # centred maps
+        dk *= ds_coef[:, k, None]
+
+    threads.channel_groups(maps, c, n * m, GROUP_VALUES, on_host=xp is np)
     return dz.reshape(x_shape)
 
 
