@@ -20,7 +20,7 @@ from bioplaus import backend, threads
 from bioplaus.backend import array_module
 
 
-# ReLU works on groups of channels of about this many values (1 MiB of float32),
+# ReLU and LeakyReLU work on groups of channels of about this many values (1 MiB of float32),
 # spread over the host threads (bioplaus.threads.channel_groups); elementwise,
 # so the result is the same for any grouping. An (n, d) batch of the mlp is a
 # single group.
@@ -140,8 +140,18 @@ def leaky_relu_forward(x, slope=0.01):
     """
     xp = array_module(x)
     slope = float(slope)
-    positive = x > 0
-    y = xp.where(positive, x, x * x.dtype.type(slope))
+    positive, y = backend.empty_like(x, dtype=bool), backend.empty_like(x)
+    s = x.dtype.type(slope)
+
+    def leak(i):  # slope * x, then x where positive
+        xp.greater(x[i], 0, out=positive[i])
+        xp.multiply(x[i], s, out=y[i])
+        if 0.0 <= slope <= 1.0:  # then x > 0 iff x > s x: the same values, faster
+            xp.maximum(y[i], x[i], out=y[i])
+        else:
+            xp.copyto(y[i], x[i], where=positive[i])
+
+    _in_groups(x, leak)
     return y, ActCache(positive=positive, slope=slope, dtype=x.dtype)
 
 
@@ -158,7 +168,14 @@ def leaky_relu_backward(dy, cache):
     dx : array, shape of ``dy``
     """
     xp = array_module(dy)
-    return xp.where(cache.positive, dy, dy * dy.dtype.type(cache.slope))
+    dx, s = backend.empty_like(dy), dy.dtype.type(cache.slope)
+
+    def leak(i):  # slope * dy, then dy where positive
+        xp.multiply(dy[i], s, out=dx[i])
+        xp.copyto(dx[i], dy[i], where=cache.positive[i])
+
+    _in_groups(dy, leak)
+    return dx
 
 
 def derivative(cache):

@@ -89,7 +89,7 @@ def test_dtype_and_parity(xp, name):
 
 
 @pytest.mark.parametrize("shape", [(4, 7, 3, 2), (5, 7), (6,)], ids=["4d", "2d", "1d"])
-def test_relu_on_channel_groups_and_threads_equals_one_pass(monkeypatch, shape):
+def test_relu_and_leaky_relu_on_channel_groups_and_threads_equal_one_pass(monkeypatch, shape):
     import bioplaus.ops.act as act_mod
 
     rng = np.random.default_rng(9)
@@ -108,3 +108,9 @@ def test_relu_on_channel_groups_and_threads_equals_one_pass(monkeypatch, shape):
         np.testing.assert_array_equal(cache.positive, x > 0)
         assert y.strides == x.strides
         np.testing.assert_array_equal(relu_backward(dy, cache), dx_ref)
+        for slope in (0.01, 1.5):  # below 1 the forward takes a maximum, above it a masked copy
+            y, cache = leaky_relu_forward(x, slope)
+            np.testing.assert_array_equal(y, np.where(x > 0, x, x * np.float32(slope)))
+            assert y.strides == x.strides
+            np.testing.assert_array_equal(leaky_relu_backward(dy, cache),
+                                          np.where(x > 0, dy, dy * np.float32(slope)))
