@@ -3,7 +3,7 @@ takes its outputs from the pool gives the same numbers when the pool hands it st
 import numpy as np
 import pytest
 
-from bioplaus import backend, losses
+from bioplaus import backend, similarity
 from bioplaus.bench import memory
 from bioplaus.backend import HostPool
 from bioplaus.ops import act, conv, norm
@@ -115,8 +115,8 @@ def _ops(x, W):
     out["bn_dx"], out["bn_dg"], _ = norm.batchnorm_backward(dy, bc)
     r, ac = act.relu_forward(z)
     out["relu"], out["relu_dx"] = r, act.relu_backward(dy, ac)
-    S, sc = losses.similarity_matrix_forward(r)
-    out["S"], out["S_dx"] = S, losses.similarity_matrix_backward(rng.standard_normal(S.shape), sc)
+    S, sc = similarity.similarity_matrix_forward(r)
+    out["S"], out["S_dx"] = S, similarity.similarity_matrix_backward(rng.standard_normal(S.shape), sc)
     return out
 
 

@@ -6,15 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from bioplaus import backend
-from bioplaus.losses import (
-    bce_with_logits,
-    one_hot,
-    sim_loss,
-    similarity_matrix_backward,
-    similarity_matrix_forward,
-    softmax_cross_entropy,
-    squared_hinge,
-)
+from bioplaus.losses import bce_with_logits, one_hot, sim_loss, softmax_cross_entropy, squared_hinge
+from bioplaus.similarity import similarity_matrix_backward, similarity_matrix_forward
 from helpers import check_grad, rel_error
 
 
@@ -271,7 +264,7 @@ def test_similarity_clamp_blocks_gradient_outside_range():
 @pytest.mark.parametrize("layout", ["C", "channel-major"])
 def test_similarity_std_path_on_channel_groups_and_threads_gives_the_same_bits(monkeypatch,
                                                                               layout):
-    import bioplaus.losses as losses_mod
+    import bioplaus.similarity as similarity_mod
 
     rng = np.random.default_rng(8)
     x = rng.standard_normal((4, 7, 3, 3)).astype(np.float32)  # 7 maps: groups of 1, 2 or all
@@ -281,7 +274,7 @@ def test_similarity_std_path_on_channel_groups_and_threads_gives_the_same_bits(m
     runs = []
     for threads, group_maps in (("1", 100), ("1", 1), ("3", 1), ("3", 2)):
         monkeypatch.setenv("BIOPLAUS_NUM_THREADS", threads)
-        monkeypatch.setattr(losses_mod, "GROUP_VALUES", group_maps * 4 * 9)
+        monkeypatch.setattr(similarity_mod, "GROUP_VALUES", group_maps * 4 * 9)
         S, cache = similarity_matrix_forward(x)
         dx = similarity_matrix_backward(dS, cache)
         assert dx.strides == x.strides  # the input's memory order

@@ -1,8 +1,8 @@
 r"""Where a training step's time goes: every hand-written op timed, self time only.
 
 :func:`profile_step` wraps each forward/backward function of
-:mod:`bioplaus.ops`, the similarity and loss functions of
-:mod:`bioplaus.losses` and the optimizer's :func:`bioplaus.optim.step` with
+:mod:`bioplaus.ops`, the similarity matrix (:mod:`bioplaus.similarity`), the
+losses of :mod:`bioplaus.losses` and the optimizer's :func:`bioplaus.optim.step` with
 a timer, runs whole steps (as :class:`~bioplaus.bench.steps.BioplausStep`
 does) and reports per op its calls and *self* time per step: the time
 inside the op less the time of the timed ops it calls (``im2col`` inside
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from bioplaus import backend, losses, optim
+from bioplaus import backend, losses, optim, similarity
 from bioplaus.ops import act, avgpool, conv, dropout, linear, norm, pool
 
 # (module, function names) of the ops that are timed
@@ -35,8 +35,8 @@ TIMED = (
     (pool, ("maxpool2d_forward", "maxpool2d_backward")),
     (avgpool, ("avgpool2d_forward", "avgpool2d_backward")),
     (dropout, ("dropout_forward", "dropout_backward")),
-    (losses, ("similarity_matrix_forward", "similarity_matrix_backward", "sim_loss",
-              "softmax_cross_entropy", "bce_with_logits", "squared_hinge")),
+    (similarity, ("similarity_matrix_forward", "similarity_matrix_backward")),
+    (losses, ("sim_loss", "softmax_cross_entropy", "bce_with_logits", "squared_hinge")),
     (optim, ("step",)),
 )
 

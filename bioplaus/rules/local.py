@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from bioplaus import losses
+from bioplaus import losses, similarity
 from bioplaus.ops import conv as conv_ops
 from bioplaus.ops import linear as lin_ops
 from bioplaus.ops import avgpool as avgpool_ops
@@ -114,10 +114,10 @@ def sim_loss_learned(h, Y, W_nn, kind: str, scale: float = 1.0):
         r, nn_cache = conv_ops.conv2d_forward(h, W_nn, None, stride=1, pad=1)
     else:
         r, nn_cache = lin_ops.linear_forward(h, W_nn, None)
-    R_h, s_cache = losses.similarity_matrix_forward(r)  # (n, n)
-    R_y, _ = losses.similarity_matrix_forward(Y)
+    R_h, s_cache = similarity.similarity_matrix_forward(r)  # (n, n)
+    R_y, _ = similarity.similarity_matrix_forward(Y)
     L, dR = losses.sim_loss(R_h, R_y)
-    dr = losses.similarity_matrix_backward(scale * dR, s_cache)
+    dr = similarity.similarity_matrix_backward(scale * dR, s_cache)
     if kind == "conv":
         dh, dW, _ = conv_ops.conv2d_backward(dr, nn_cache, B=W_nn)
         name = "conv_loss.weight"
@@ -141,10 +141,10 @@ def sim_bio_loss(h, Y, P, geom, scale: float = 1.0):
     pool_cache = None
     if geom.pool_kernel is not None:
         x, pool_cache = avgpool_ops.avgpool2d_forward(h, kernel=geom.pool_kernel, pad=geom.pool_pad)
-    R_h, s_cache = losses.similarity_matrix_forward(x)
-    R_y, _ = losses.similarity_matrix_forward(Y @ P.T)  # (n, T) -> (n, n)
+    R_h, s_cache = similarity.similarity_matrix_forward(x)
+    R_y, _ = similarity.similarity_matrix_forward(Y @ P.T)  # (n, T) -> (n, n)
     L, dR = losses.sim_loss(R_h, R_y)
-    dx = losses.similarity_matrix_backward(scale * dR, s_cache)
+    dx = similarity.similarity_matrix_backward(scale * dR, s_cache)
     if pool_cache is not None:
         dx = avgpool_ops.avgpool2d_backward(dx, pool_cache)
     return scale * float(L), {}, dx

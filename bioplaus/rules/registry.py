@@ -41,7 +41,7 @@ _PRED_FNS = ("bioplaus.rules.local.pred_loss",)
 _SIM_FNS = ("bioplaus.rules.local.sim_loss_learned",)
 _PREDBIO_FNS = ("bioplaus.rules.local.pred_bio_loss",)
 _SIMBIO_FNS = ("bioplaus.rules.local.sim_bio_loss",)
-_COMMON = ("bioplaus.losses.similarity_matrix_forward", "bioplaus.losses.sim_loss")
+_COMMON = ("bioplaus.similarity.similarity_matrix_forward", "bioplaus.losses.sim_loss")
 
 _LIST = [
     RuleInfo("backprop", "global",
