@@ -32,7 +32,7 @@ from functools import partial
 
 import numpy as np
 
-from . import threads
+from .fast import threads
 from .backend import array_module, to_device, to_numpy
 
 #: Optimizer names accepted by :class:`OptimConfig` (the reference's ``--optim``).
@@ -186,7 +186,7 @@ def _run_elementwise(jobs):
     optimizer does not keep). A NumPy parameter of at least two
     :data:`CACHE_BLOCK` values (C-contiguous, as its state) is cut into
     blocks of its flattened arrays, each run through the whole kernel
-    before the next; the host threads (:func:`bioplaus.threads.host_threads`)
+    before the next; the host threads (:func:`bioplaus.fast.threads.host_threads`)
     take the blocks in turn, each the next one as soon as it is free. Every kernel is
     elementwise, so a block is updated exactly as the whole would be: the
     result does not depend on the block size or the number of threads.

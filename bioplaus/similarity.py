@@ -9,7 +9,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import backend, threads
+from . import backend
+from .fast import memory, threads
 from .backend import array_module
 
 #: The constant added to each row's norm before dividing (reference code).
@@ -52,7 +53,7 @@ class SimilarityCache(NamedTuple):
 # The feature maps' standard deviations (and their gradient) are taken over
 # groups of channels of about this many values, each group's centred maps a
 # temporary that stays in a core's cache, the groups spread over the host
-# threads (bioplaus.threads.channel_groups). Every map is reduced on its own, so
+# threads (bioplaus.fast.threads.channel_groups). Every map is reduced on its own, so
 # the grouping does not change the result.
 GROUP_VALUES = 1 << 18
 
@@ -188,7 +189,7 @@ def similarity_matrix_backward(dS, cache):
     n, c, m = z.shape  # m: spatial positions N
     safe_s = xp.where(s > 0, s, 1)
     ds_coef = xp.where(s > 0, dX / ((m - 1) * safe_s), 0)  # (n, c)
-    dz = backend.empty_like(z)  # (n, c, N), x's memory order
+    dz = memory.empty_like(z)  # (n, c, N), x's memory order
 
     def maps(k):  # the channels k
         dk = dz[:, k]

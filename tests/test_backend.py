@@ -3,7 +3,8 @@ import os
 import numpy as np
 import pytest
 
-from bioplaus import backend, threads
+from bioplaus import backend
+from bioplaus.fast import memory, threads
 
 
 def test_stream_is_keyed_and_reproducible():
@@ -52,7 +53,8 @@ def test_generator_state_roundtrip():
 _MALLINFO_PROBE = r"""
 import ctypes, sys
 import numpy as np
-from bioplaus import backend, threads
+from bioplaus import backend
+from bioplaus.fast import memory, threads
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(k, ctypes.c_size_t) for k in
@@ -63,7 +65,7 @@ libc = ctypes.CDLL(None)
 if not hasattr(libc, "mallinfo2"):
     print("no-mallinfo2"); sys.exit(0)
 libc.mallinfo2.restype = Mallinfo2
-tuned = backend.tune_host_allocator() if sys.argv[1] == "tune" else False
+tuned = memory.tune_host_allocator() if sys.argv[1] == "tune" else False
 before = libc.mallinfo2().hblkhd
 a = np.ones(5 << 20, dtype=np.float32)  # 20 MiB
 print(tuned, libc.mallinfo2().hblkhd - before)

@@ -5,7 +5,8 @@ import pytest
 
 from bioplaus import backend, similarity
 from bioplaus.bench import memory
-from bioplaus.backend import HostPool
+from bioplaus.fast import memory as host_memory
+from bioplaus.fast.memory import HostPool
 from bioplaus.ops import act, conv, norm
 
 
@@ -61,21 +62,21 @@ def test_small_requests_and_a_disabled_pool_bypass_it():
 
 @pytest.mark.parametrize("perm", [(0, 1, 2, 3), (1, 0, 2, 3), (0, 2, 3, 1)])
 def test_empty_like_keeps_the_memory_order(monkeypatch, perm):
-    monkeypatch.setattr(backend, "host_pool", HostPool(min_bytes=0))
+    monkeypatch.setattr(host_memory, "host_pool", HostPool(min_bytes=0))
     base = np.zeros((2, 3, 4, 5), np.float32)
     x = np.ascontiguousarray(base.transpose(perm)).transpose(np.argsort(perm))  # (2,3,4,5)
-    e = backend.empty_like(x)
+    e = host_memory.empty_like(x)
     assert e.shape == x.shape and e.strides == x.strides
-    assert backend.empty_like(x, dtype=bool).dtype == bool
+    assert host_memory.empty_like(x, dtype=bool).dtype == bool
 
 
 def test_tracker_counts_pooled_arrays():
     n = 2_000_000  # 8 MB, above the pool's threshold
-    backend.empty(np, (n,), np.float32)  # the pool now holds a free buffer that would fit
+    host_memory.empty(np, (n,), np.float32)  # the pool now holds a free buffer that would fit
 
     def fn():
-        a = backend.empty(np, (n,), np.float32)
-        b = backend.empty(np, (n,), np.float32)
+        a = host_memory.empty(np, (n,), np.float32)
+        b = host_memory.empty(np, (n,), np.float32)
         del a, b
 
     assert memory.step_peak_bytes(fn, np) >= 2 * 4 * n
@@ -86,7 +87,7 @@ def test_tracker_counts_pooled_arrays():
 def stale_pool(monkeypatch):
     """A pool that pools every request and whose free buffers are full of NaN."""
     pool = HostPool(min_bytes=0)
-    monkeypatch.setattr(backend, "host_pool", pool)
+    monkeypatch.setattr(host_memory, "host_pool", pool)
 
     def poison():
         held = [pool.empty((1 << 16,), np.float64) for _ in range(40)]
@@ -124,11 +125,11 @@ def test_pooled_ops_equal_the_unpooled_ones_on_stale_memory(stale_pool):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 4, 7, 7))
     W = rng.standard_normal((5, 4, 3, 3))
-    with backend.host_pool.disabled():
+    with host_memory.host_pool.disabled():
         want = _ops(x, W)
     stale_pool()
     got = _ops(x, W)
-    assert backend.host_pool.held_bytes() > 0
+    assert host_memory.host_pool.held_bytes() > 0
     for k in want:
         assert np.isfinite(got[k]).all(), k
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)

@@ -13,7 +13,7 @@ caches (im2col columns, batch-norm's normalised input, ReLU masks, pool
 winners), gradients and temporaries. On the CPU it is read from
 :mod:`tracemalloc` (NumPy reports every array buffer to it); on a GPU from
 CuPy's default memory pool (bytes in use, sampled after every allocation).
-On the CPU the host pool (:class:`bioplaus.backend.HostPool`) is switched
+On the CPU the host pool (:class:`bioplaus.fast.memory.HostPool`) is switched
 off while tracing, so that both count live arrays, and the optimizer's
 updates run on one thread (chunks on several threads would overlap their
 temporaries at random); what the host pool itself holds after a step is
@@ -31,7 +31,8 @@ import tracemalloc
 
 import numpy as np
 
-from bioplaus import backend, threads
+from bioplaus import backend
+from bioplaus.fast import memory, threads
 from bioplaus.rules.step import step_updates
 
 # nets compared for depth: (label, net, num_layers)
@@ -65,7 +66,7 @@ class _Tracker:
         else:
             # measure live arrays, as CuPy's used bytes do: the host pool's
             # reuse would hide them from tracemalloc (its size is reported apart)
-            self._pool_off = backend.host_pool.disabled()
+            self._pool_off = memory.host_pool.disabled()
             self._pool_off.__enter__()
             self._one_thread = threads.one_host_thread()
             self._one_thread.__enter__()
@@ -175,14 +176,14 @@ def run_memory_bench(rules=("predsim", "pred-bio"), *, batch: int = 32, device: 
                 cfg = st.bench_config(net, rule, batch=batch, num_layers=nl, num_hidden=num_hidden,
                                       feat_mult=feat_mult, dim_in_decoder=dim_in_decoder,
                                       device=device)
-                backend.host_pool.clear()
+                memory.host_pool.clear()
                 step = st.BioplausStep(cfg, xp, x, y, input_shape, num_classes)
                 step()  # warm-up: moments and pools allocated before measuring
                 step()
-                held = backend.host_pool.held_bytes() if xp is np else None
+                held = memory.host_pool.held_bytes() if xp is np else None
                 res.append({**step_memory_profile(step, xp), "pool": held})
                 del step
-                backend.host_pool.clear()
+                memory.host_pool.clear()
             a, b = res
             row = {"nets": f"{shallow[0]}/{deep[0]}", "rule": rule,
                    "shallow_mb": a["peak"] / 2**20, "deep_mb": b["peak"] / 2**20,

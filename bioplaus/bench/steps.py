@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bioplaus import backend, optim, threads
+from bioplaus import backend, optim
+from bioplaus.fast import threads
 from bioplaus.config import Config
 from bioplaus.model import build_model
 from bioplaus.rules.step import dropout_masks, step_updates

@@ -4,7 +4,7 @@ import os
 # Set before NumPy loads OpenBLAS, which reads it once. After its last product
 # OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) by default; on a machine
 # with few cores they hold the cores that bioplaus's own host threads (im2col,
-# col2im, the optimizer: bioplaus.threads.run_shared) need next. 2^22 cycles
+# col2im, the optimizer: bioplaus.fast.threads.run_shared) need next. 2^22 cycles
 # (~1.6 ms) keeps them spinning between the products of one layer and frees the
 # cores soon after. Measured on this project's 2-core CPU: vgg8b predsim step
 # 6.49 -> 6.07 s (its Adam updates 49 -> 33 ms), mlp steps unchanged; shorter
@@ -21,7 +21,7 @@ from bioplaus import __version__
 @click.version_option(__version__, prog_name="bioplaus")
 def main():
     """bioplaus: biologically-plausible local learning in NumPy/CuPy."""
-    from bioplaus.backend import tune_host_allocator
+    from bioplaus.fast.memory import tune_host_allocator
 
     tune_host_allocator()
 

@@ -16,12 +16,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bioplaus import backend, threads
+from bioplaus import backend
+from bioplaus.fast import memory, threads
 from bioplaus.backend import array_module
 
 
 # ReLU and LeakyReLU work on groups of channels of about this many values (1 MiB of float32),
-# spread over the host threads (bioplaus.threads.channel_groups); elementwise,
+# spread over the host threads (bioplaus.fast.threads.channel_groups); elementwise,
 # so the result is the same for any grouping. An (n, d) batch of the mlp is a
 # single group.
 GROUP_VALUES = 1 << 18
@@ -77,7 +78,7 @@ def relu_forward(x):
     (Nøkland & Eidnes 2019, Sec. 4: ReLU unless a recipe says LeakyReLU.)
     """
     xp = array_module(x)
-    positive, y = backend.empty_like(x, dtype=bool), backend.empty_like(x)
+    positive, y = memory.empty_like(x, dtype=bool), memory.empty_like(x)
     zero = x.dtype.type(0)
 
     def rectify(i):
@@ -108,7 +109,7 @@ def relu_backward(dy, cache):
     # dy times the 0/1 mask: ten times faster than a masked copy on large
     # arrays. A NaN or inf in dy at an inactive unit gives NaN here (torch's
     # where-based backward gives 0 there); finite values are identical
-    dx = backend.empty_like(dy)
+    dx = memory.empty_like(dy)
     _in_groups(dy, lambda i: xp.multiply(dy[i], cache.positive[i], out=dx[i]))
     return dx
 
@@ -140,7 +141,7 @@ def leaky_relu_forward(x, slope=0.01):
     """
     xp = array_module(x)
     slope = float(slope)
-    positive, y = backend.empty_like(x, dtype=bool), backend.empty_like(x)
+    positive, y = memory.empty_like(x, dtype=bool), memory.empty_like(x)
     s = x.dtype.type(slope)
 
     def leak(i):  # slope * x, then x where positive
@@ -168,7 +169,7 @@ def leaky_relu_backward(dy, cache):
     dx : array, shape of ``dy``
     """
     xp = array_module(dy)
-    dx, s = backend.empty_like(dy), dy.dtype.type(cache.slope)
+    dx, s = memory.empty_like(dy), dy.dtype.type(cache.slope)
 
     def leak(i):  # slope * dy, then dy where positive
         xp.multiply(dy[i], s, out=dx[i])

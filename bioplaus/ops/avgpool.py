@@ -15,6 +15,7 @@ import math
 from typing import NamedTuple
 
 from bioplaus import backend
+from bioplaus.fast import memory
 from bioplaus.backend import array_module
 from bioplaus.ops.conv import _pair, conv_output_size
 
@@ -169,7 +170,7 @@ def avgpool2d_backward(dy, cache):
     if A_h is not None:
         dx = xp.matmul(A_h.T, dx)  # (c, n, h, ow)
     if A_w is not None:
-        dx = _last_axis_product(xp, dx, A_w, out=backend.empty(xp, (c, n, h, w), dy.dtype))
+        dx = _last_axis_product(xp, dx, A_w, out=memory.empty(xp, (c, n, h, w), dy.dtype))
     return dx.transpose(1, 0, 2, 3)
 
 

@@ -30,7 +30,7 @@ the input again: ``c_in*kh*kw * n*oh*ow`` values, i.e. ``kh*kw`` times the
 input for a stride-1 'same' convolution. For vgg8b on 28x28 inputs at
 batch 128 in float32 that is 462 MB for the second conv layer and about
 1.07 GB for all six. ``cols``, the output and the backward's ``dcols`` and
-``dx`` are taken from the host pool (:class:`bioplaus.backend.HostPool`):
+``dx`` are taken from the host pool (:class:`bioplaus.fast.memory.HostPool`):
 a training step reuses the same buffers every time instead of asking the
 kernel for fresh, page-faulting memory.
 """
@@ -40,7 +40,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bioplaus import backend, threads
+from bioplaus import backend
+from bioplaus.fast import memory, threads
 from bioplaus.backend import array_module
 
 
@@ -124,7 +125,7 @@ def im2col(x, kh, kw, stride=1, pad=0):
     groups, sized to stay in cache, spread over the host threads); padding
     is never materialised: the copy is clipped to the real input and only
     the entries that read padding are set to zero. ``cols`` comes from the host
-    pool (:func:`bioplaus.backend.empty`), so no memory is zeroed twice. The
+    pool (:func:`bioplaus.fast.memory.empty`), so no memory is zeroed twice. The
     same code runs on NumPy and CuPy.
     """
     xp = array_module(x)
@@ -132,7 +133,7 @@ def im2col(x, kh, kw, stride=1, pad=0):
     stride, pad = _pair(stride, "stride"), _pair(pad, "pad")
     oh = conv_output_size(h, kh, stride[0], pad[0])
     ow = conv_output_size(w, kw, stride[1], pad[1])
-    cols = backend.empty(xp, (c, kh, kw, n, oh, ow), x.dtype)
+    cols = memory.empty(xp, (c, kh, kw, n, oh, ow), x.dtype)
     x_t = x.transpose(1, 0, 2, 3)  # (c, n, h, w) view
     offsets = list(_offsets(kh, kw, oh, ow, stride, pad, h, w))
     covered = {(i, j) for i, j, _, _ in offsets}
@@ -165,7 +166,7 @@ CHANNEL_GROUP_VALUES = 1 << 17
 
 def _by_channels(xp, fn, c, per_channel):
     """Call ``fn(slice)`` for groups of about :data:`CHANNEL_GROUP_VALUES` image
-    values, on the host threads (:func:`bioplaus.threads.channel_groups`; one
+    values, on the host threads (:func:`bioplaus.fast.threads.channel_groups`; one
     call over all channels on CuPy)."""
     threads.channel_groups(fn, c, per_channel, CHANNEL_GROUP_VALUES, on_host=xp is np)
 
@@ -203,7 +204,7 @@ def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
     if cols.shape != (c * kh * kw, n * oh * ow):
         raise ValueError(f"col2im: cols must be {(c * kh * kw, n * oh * ow)}, got {cols.shape}")
     cols6 = cols.reshape(c, kh, kw, n, oh, ow)
-    dx_t = backend.empty(xp, (c, n, h, w), cols.dtype)  # (c, n, h, w)
+    dx_t = memory.empty(xp, (c, n, h, w), cols.dtype)  # (c, n, h, w)
     offsets = list(_offsets(kh, kw, oh, ow, stride, pad, h, w))
     # an offset that reads every input pixel exactly once (the centre of a
     # stride-1 'same' convolution) initialises dx; otherwise start from zero
@@ -296,7 +297,7 @@ def conv2d_forward(x, W, b=None, stride=1, pad=0):
     oh = conv_output_size(x.shape[2], kh, stride[0], pad[0])
     ow = conv_output_size(x.shape[3], kw, stride[1], pad[1])
     Y = xp.matmul(W.reshape(c_out, -1), cols,
-                  out=backend.empty(xp, (c_out, cols.shape[1]), cols.dtype))  # (c_out, n*oh*ow)
+                  out=memory.empty(xp, (c_out, cols.shape[1]), cols.dtype))  # (c_out, n*oh*ow)
     if b is not None:
         if b.shape != (c_out,):
             raise ValueError(f"conv2d_forward: b must have shape ({c_out},), got {b.shape}")
@@ -369,6 +370,6 @@ def conv2d_backward(dy, cache, B=None, need_dx=True):
     elif B.shape != W.shape:
         raise ValueError(f"conv2d_backward: B must have W's shape {W.shape}, got {B.shape}")
     dcols = xp.matmul(B.reshape(c_out, -1).T, dY,
-                      out=backend.empty(xp, (cols.shape[0], dY.shape[1]), dY.dtype))  # (c_in*kh*kw, n*oh*ow)
+                      out=memory.empty(xp, (cols.shape[0], dY.shape[1]), dY.dtype))  # (c_in*kh*kw, n*oh*ow)
     dx = col2im(dcols, x_shape, kh, kw, stride, pad)
     return dx, dW, db

@@ -11,14 +11,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bioplaus import backend, threads
+from bioplaus import backend
+from bioplaus.fast import memory, threads
 from bioplaus.backend import array_module
 
 
 # In training, both passes work on groups of channels of about this many values
 # (1 MiB of float32), each group's statistics and elementwise passes run while
 # it is still in a core's cache, the groups spread over the host threads
-# (bioplaus.threads.channel_groups). Every channel is normalised on its own, so
+# (bioplaus.fast.threads.channel_groups). Every channel is normalised on its own, so
 # a group gives what the whole batch would, up to the rounding of the
 # per-channel sums; the groups depend on the shape only, not on the threads. On
 # this project's 2-core CPU the five batch norms of vgg8b's first convolutions
@@ -164,7 +165,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
         raise ValueError(
             f"batch norm in training mode needs more than 1 value per channel, got input {x.shape}"
         )
-    xhat, y = backend.empty_like(x), backend.empty_like(x)
+    xhat, y = memory.empty_like(x), memory.empty_like(x)
     mu, var, inv_std = (xp.empty(c, dtype=x.dtype) for _ in range(3))  # (c,) each
     g, b = gamma.astype(x.dtype, copy=False), beta.astype(x.dtype, copy=False)
     gshape = (1, -1) + (1,) * (x.ndim - 2)  # a group's per-channel shape
@@ -244,7 +245,7 @@ def batchnorm_backward(dy, cache):
         return dx, dgamma, dbeta
 
     xhat, c = cache.xhat, dy.shape[1]
-    dx = backend.empty_like(dy)
+    dx = memory.empty_like(dy)
     dbeta, dgamma = xp.empty(c, dtype=dy.dtype), xp.empty(c, dtype=dy.dtype)
     gshape = (1, -1) + (1,) * (dy.ndim - 2)  # a group's per-channel shape
 

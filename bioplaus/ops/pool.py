@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from bioplaus import backend
+from bioplaus.fast import memory
 from bioplaus.backend import array_module
 from bioplaus.ops.conv import _pair, conv_output_size
 
@@ -143,8 +144,8 @@ def _zeros_in_memory_order_of(ref, shape):
     xp = array_module(ref)
     if not ref.flags.c_contiguous and ref.transpose(1, 0, 2, 3).flags.c_contiguous:
         n, c, h, w = shape
-        return backend.zeros(xp, (c, n, h, w), ref.dtype).transpose(1, 0, 2, 3)
-    return backend.zeros(xp, shape, ref.dtype)
+        return memory.zeros(xp, (c, n, h, w), ref.dtype).transpose(1, 0, 2, 3)
+    return memory.zeros(xp, shape, ref.dtype)
 
 
 def maxpool2d_backward(dy, cache):
