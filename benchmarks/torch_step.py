@@ -73,7 +73,7 @@ class TorchStep:
 
     Parameters
     ----------
-    model : bioplaus.model.Model
+    model : bioplaus.net.model.Model
         Read for its spec, rule, config, heads, fixed matrices and initial
         parameters (copied, float32); the model is not modified.
     lr : float

@@ -9,7 +9,38 @@ from __future__ import annotations
 import numpy as np
 
 from bioplaus import losses
-from bioplaus.rules.step import evaluate_batch
+from bioplaus.net.forward import forward_block, output_layer
+from bioplaus.ops import linear as lin_ops
+from bioplaus.rules import frc, local
+
+
+def evaluate_batch(model, x):
+    """Evaluation forward (running statistics, no dropout).
+
+    Returns ``(logits, exits)``: ``exits[i]`` is block i's local classifier
+    prediction (n,) or None when the rule has no local classifier.
+    """
+    exits = []
+    a = x
+    rule = model.rule
+    for i, b in enumerate(model.spec.blocks):
+        out, h, _ = forward_block(model, b, a, None, False, pool_backward=False)
+        pred = None
+        p = f"{b.name}."
+        if rule.pred:
+            f, _ = local.decoder_input(h, model.heads[i])
+            y_hat, _ = lin_ops.linear_forward(f, model.params[p + "decoder_y.weight"],
+                                              model.params[p + "decoder_y.bias"])
+            pred = local.exit_prediction(model, i, y_hat)
+        elif rule.frc:
+            M = model.params.get(p + "frc.M")
+            M = model.fixed[p + "frc.M"] if M is None else M
+            y_l = out.reshape(out.shape[0], -1) @ M.T
+            pred = frc.exit_prediction(model, i, y_l)
+        exits.append(pred)
+        a = out
+    logits, _ = output_layer(model, a)
+    return logits, exits
 
 
 def evaluate(model, batches, split: str = "test") -> dict:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from bioplaus import __version__, backend
-from bioplaus.model import build_model
+from bioplaus.net.model import build_model
 from bioplaus.rules.step import step_updates
 
 

@@ -31,7 +31,7 @@ def exit_points(cfg: Config, record: dict) -> list[tuple[str, float, float]]:
     """(label, MMACs per example, test error %) for every exit of the last record."""
     from bioplaus.data.registry import get_info
     from bioplaus.evaluate import head_macs
-    from bioplaus.model import build_model
+    from bioplaus.net.model import build_model
 
     info = get_info(cfg.dataset)
     model = build_model(cfg, info.shape, info.num_classes)

@@ -23,11 +23,13 @@ from bioplaus import backend, optim
 from bioplaus.config import Config, differences, validate
 from bioplaus.evaluate import evaluate
 from bioplaus.io import CheckpointError, load_checkpoint, save_checkpoint, save_log
-from bioplaus.model import build_model
+from bioplaus.data.train_data import TrainData
+from bioplaus.net.forward import dropout_masks
+from bioplaus.net.model import build_model
+from bioplaus.net.restore import load_arrays
 from bioplaus.progress import Progress
 from bioplaus.rules.registry import get_rule
-from bioplaus.rules.step import dropout_masks, step_updates
-from bioplaus.trainer_data import TrainData
+from bioplaus.rules.step import step_updates
 
 CHECKPOINT = "checkpoint.h5"
 LOG = "log.h5"
@@ -134,21 +136,9 @@ class Trainer:
         if diff:
             raise CheckpointError(f"{path} was written with another configuration; refusing to "
                                   "resume. Differences:\n  " + "\n  ".join(diff))
-        want = {k: tuple(v.shape) for k, v in self.model.params.items()}
-        got = {k: tuple(np.shape(v)) for k, v in ck["params"].items()}
-        if want != got:
-            extra = sorted(set(got) - set(want))[:5]
-            missing = sorted(set(want) - set(got))[:5]
-            shapes = [k for k in set(want) & set(got) if want[k] != got[k]][:5]
-            raise CheckpointError(f"{path} holds parameters of another net: missing {missing}, "
-                                  f"unexpected {extra}, other shapes {shapes}")
-        xp = self.xp
-        for k, v in ck["params"].items():
-            self.model.params[k][...] = backend.to_device(v, xp, self.dtype)
-        for k, v in ck["buffers"].items():
-            self.model.buffers[k] = backend.to_device(v, xp, self.dtype)
+        load_arrays(self.model, ck, path)
         for g, st in ck["optim"].items():
-            self.states[g] = optim.load_state_arrays(st, xp)
+            self.states[g] = optim.load_state_arrays(st, self.xp)
         self.epoch, self.batch, self.step = ck["epoch"], ck["batch"], ck["step"]
         self.history, self.partial = ck["history"], ck["partial"]
         self.wall_before = float(ck["meta"].get("wall_s", 0.0))

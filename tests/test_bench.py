@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from bioplaus.bench import memory, steps, traffic
 from bioplaus.cli.bench_steps import steps as steps_cmd
 from bioplaus.cli.bench_steps import traffic as traffic_cmd
-from bioplaus.nets import build_net
+from bioplaus.net.spec import build_net
 
 NUM = r"-?\d+(\.\d+)?"
 

@@ -3,7 +3,7 @@ import pytest
 from click.testing import CliRunner
 
 from bioplaus.cli import main
-from bioplaus.nets import NetError, build_net
+from bioplaus.net.spec import NetError, build_net
 from bioplaus.rules.registry import RULES
 
 

@@ -37,8 +37,9 @@ import numpy as np
 from bioplaus import backend, optim
 from bioplaus.fast import threads
 from bioplaus.config import Config
-from bioplaus.model import build_model
-from bioplaus.rules.step import dropout_masks, step_updates
+from bioplaus.net.model import build_model
+from bioplaus.net.forward import dropout_masks
+from bioplaus.rules.step import step_updates
 
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10

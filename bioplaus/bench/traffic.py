@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bioplaus.model import head_geometry
-from bioplaus.nets import build_net
+from bioplaus.net.model import head_geometry
+from bioplaus.net.spec import build_net
 from bioplaus.rules.registry import get_rule
 
 WORD_BYTES = 4

@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from bioplaus import backend
-from bioplaus.nets import NETS
+from bioplaus.net.spec import NETS
 from bioplaus.rules.registry import RULES
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from bioplaus.nets import NETS, NetError, build_net
+from bioplaus.net.spec import NETS, NetError, build_net
 from bioplaus.rules.registry import RULES
 
 # (channels, size, classes) per dataset, for parameter counts without loading data

@@ -50,7 +50,7 @@ def write(rule, net, dataset, seed, batch_size, num_layers, num_hidden, feat_mul
     from bioplaus.data.pipeline import make_loader
     from bioplaus.data.registry import DataError
     from bioplaus.io import save_oracle
-    from bioplaus.nets import NetError
+    from bioplaus.net.spec import NetError
     from bioplaus.oracle import compute_oracle, oracle_attrs
     from bioplaus.rules.registry import RuleError, get_rule
 

@@ -74,7 +74,7 @@ def _errors():
     from bioplaus.backend import BackendError
     from bioplaus.data.registry import DataError
     from bioplaus.io import CheckpointError
-    from bioplaus.nets import NetError
+    from bioplaus.net.spec import NetError
     from bioplaus.rules.registry import RuleError
 
     return (ConfigError, RecipeError, BackendError, DataError, CheckpointError, NetError, RuleError)
@@ -130,7 +130,7 @@ def train(recipe, out_dir, resume, no_progress, checkpoint_every, **opts):
 def eval_cmd(checkpoint, device, data_dir):
     """Evaluate a checkpoint: the early-exit table (error and MACs at every exit)."""
     from bioplaus.evaluate import evaluate, exit_table
-    from bioplaus.runner import load_model_from_checkpoint
+    from bioplaus.net.restore import load_model_from_checkpoint
 
     try:
         model, data = load_model_from_checkpoint(checkpoint, device=device, data_dir=data_dir)

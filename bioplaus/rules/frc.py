@@ -15,7 +15,7 @@ stored (:mod:`bioplaus.feedback`).
 """
 from __future__ import annotations
 
-from bioplaus import losses
+from bioplaus import backend, losses
 from bioplaus.ops import linear as lin_ops
 
 
@@ -57,3 +57,8 @@ def frc_block_update(model, block, out, y):
     df, dM, _ = lin_ops.linear_backward(e, lin, B=K_T)
     grads = {p + "frc.M": dM} if rule.frc == "trainable" else {}
     return float(L), grads, df.reshape(out.shape), y_l
+
+
+def exit_prediction(model, i: int, y_l):
+    """Class predicted by block ``i``'s local classifier from its scores ``y_l`` (n, C): the arg-max."""
+    return backend.array_module(y_l).argmax(y_l, axis=1)

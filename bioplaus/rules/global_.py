@@ -13,7 +13,8 @@ r"""Global rules: one output error sent down the whole net.
 from __future__ import annotations
 
 from bioplaus import losses
-from bioplaus.blocks import block_backward_from_h, block_backward_to_h
+from bioplaus.net.block import block_backward_from_h, block_backward_to_h
+from bioplaus.net.forward import forward_block
 from bioplaus.ops import linear as lin_ops
 from bioplaus.rules.local import sim_loss_learned
 
@@ -31,8 +32,6 @@ def global_updates(model, x, y, Y, masks, *, training=True):
     :math:`dh_l = \mathrm{route}_{pool, mask}(B_{l+1}^T \delta_{l+1})
     [+ \partial L_{sim,l} / \partial h_l]`.
     """
-    from bioplaus.rules.step import forward_block  # local import: step uses this module
-
     rule = model.rule
     spec = model.spec
     fa = rule.feedback == "B"

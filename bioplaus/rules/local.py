@@ -4,7 +4,7 @@ Every function here reads a block's activation ``h`` (before dropout) and
 the labels, and returns the loss, the gradients of the block's local head
 parameters and the error ``dh`` that the loss sends into ``h``. Nothing
 crosses into the block below: the caller carries ``dh`` through the block's
-own nonlinearity, batch norm and encoder only (:mod:`bioplaus.blocks`).
+own nonlinearity, batch norm and encoder only (:mod:`bioplaus.net.block`).
 
 Notation (SPEC §1-§2): ``h`` is (n, c, hh, ww) or (n, d); ``Y`` is the
 one-hot label matrix (n, C); ``S(.)`` the similarity matrix; ``P`` the fixed
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from bioplaus import losses, similarity
+from bioplaus import backend, losses, similarity
 from bioplaus.ops import conv as conv_ops
 from bioplaus.ops import linear as lin_ops
 from bioplaus.ops import avgpool as avgpool_ops
@@ -192,3 +192,22 @@ def local_block_update(model, block, geom, h, y, Y) -> LocalResult:
     if dh is None:
         dh = h * 0
     return LocalResult(loss_pred + loss_sim, loss_pred, loss_sim, grads, dh, y_hat)
+
+
+def bio_codes(model, i: int):
+    """The binary target code of every class for block ``i``: rows 1[P e_c > 0] (C, T)."""
+    P = model.fixed[f"{model.spec.blocks[i].name}.proj_y.weight"]  # (T, C)
+    return (P.T > 0).astype(P.dtype)
+
+
+def exit_prediction(model, i: int, y_hat):
+    """Class predicted by block ``i``'s local decoder from its outputs ``y_hat``.
+
+    pred: the arg-max score. pred-bio's decoder predicts the label's binary
+    code ``1[P y > 0]``; its class is the code of highest likelihood, which
+    for independent Bernoulli outputs is ``argmax_c z . t_c``.
+    """
+    xp = backend.array_module(y_hat)
+    if model.rule.bio:
+        y_hat = y_hat @ bio_codes(model, i).T  # (n, C)
+    return xp.argmax(y_hat, axis=1)

@@ -48,7 +48,7 @@ _LIST = [
              r"dW_l = dL/dW_l, L = CE(Y, W_out h_L): one global error, sent down through W^T",
              "standard backpropagation (baseline of both papers)",
              zero_out_init=False,
-             functions=("bioplaus.rules.global_.global_updates", "bioplaus.blocks.block_backward_from_h")),
+             functions=("bioplaus.rules.global_.global_updates", "bioplaus.net.block.block_backward_from_h")),
     RuleInfo("fa", "global",
              r"delta_l = (B_{l+1} delta_{l+1}) * f'(a_l): the error crosses fixed random B, not W^T",
              "feedback alignment (Lillicrap et al. 2016), baseline of Mostafa et al. 2018, Sec. 4",

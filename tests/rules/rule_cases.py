@@ -5,7 +5,7 @@ import numpy as np
 
 from bioplaus import backend
 from bioplaus.config import Config
-from bioplaus.model import build_model
+from bioplaus.net.model import build_model
 from bioplaus.rules.step import step_updates
 
 NUM_CLASSES = 4

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from bioplaus.config import Config
-from bioplaus.model import build_model
+from bioplaus.net.model import build_model
 from bioplaus.rules.frc import frc_block_update
 from bioplaus.rules.local import sim_loss_learned
 from bioplaus.rules.step import step_updates

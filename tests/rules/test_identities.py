@@ -137,7 +137,7 @@ def test_max_pool_winners_are_found_only_where_an_error_comes_back(monkeypatch, 
     # local losses read h and pass the pooled output on detached; frc's classifier
     # reads the pooled output, and backprop sends the error through every pool
     from bioplaus.ops import pool
-    from bioplaus.rules.step import evaluate_batch
+    from bioplaus.evaluate import evaluate_batch
 
     asked = []
     real = pool.maxpool2d_forward

@@ -19,7 +19,7 @@ import pytest
 
 from bioplaus.oracle import compute_oracle
 from bioplaus.rules.registry import RULES
-from bioplaus.rules.step import dropout_masks
+from bioplaus.net.forward import dropout_masks
 from helpers import rel_error
 from rule_cases import (NUM_CLASSES, assert_grads_close, batch, bioplaus_grads, make_cfg,
                         model_for, snapshot)

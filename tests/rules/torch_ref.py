@@ -125,7 +125,7 @@ class TorchRule:
 
     Parameters
     ----------
-    model : bioplaus.model.Model
+    model : bioplaus.net.model.Model
         Read for its spec, rule, config, fixed matrices (and default arrays).
     params, buffers : dict, optional
         The parameters and running statistics before the step (default: the model's).

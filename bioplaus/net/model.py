@@ -1,6 +1,6 @@
 """A net's arrays for one rule: parameters, running statistics, fixed matrices.
 
-:func:`build_model` turns a :class:`~bioplaus.nets.NetSpec`, a rule and a
+:func:`build_model` turns a :class:`~bioplaus.net.spec.NetSpec`, a rule and a
 config into a :class:`Model`. Parameter names follow the papers' PyTorch
 reference ``state_dict`` (``layers.0.encoder.weight``,
 ``layers.0.decoder_y.weight``, ``features.0.conv_loss.weight``,
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bioplaus import feedback
-from bioplaus.blocks import init_block, init_uniform
-from bioplaus.nets import NetSpec, build_net
+from bioplaus.net.block import init_block, init_uniform
+from bioplaus.net.spec import NetSpec, build_net
 from bioplaus.ops import avgpool as avgpool_ops
 from bioplaus.rules.registry import RuleInfo, get_rule
 

@@ -11,7 +11,7 @@ This module is wiring only: shapes, names and counts, no math.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # The reference's VGG configurations: numbers are conv 3x3 widths, 'M' a
 # 2x2 max-pool (Nøkland & Eidnes 2019, code `cfg`).
@@ -121,13 +121,6 @@ class NetSpec:
         return total + self.out_in * self.num_classes + self.num_classes
 
 
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
 def _fc_blocks(prefix: str, n_in: int, widths, start_index: int, flatten_first: bool):
     blocks = []
     for j, width in enumerate(widths):
@@ -174,7 +167,7 @@ def build_net(name: str, input_shape, num_classes: int, *, num_layers: int | Non
         if item == "M":
             if not blocks or blocks[-1].pool:
                 raise NetError(f"{name}: max-pool without a block before it")
-            blocks[-1] = _replace(blocks[-1], pool=True)
+            blocks[-1] = replace(blocks[-1], pool=True)
             size //= 2
             if size < 1:
                 raise NetError(f"{name}: inputs of {h}x{w} are too small for its pooling")
@@ -199,14 +192,3 @@ def build_net(name: str, input_shape, num_classes: int, *, num_layers: int | Non
     else:
         out_name = "classifier"
     return NetSpec(name, tuple(blocks), out_name, d, num_classes, (c, h, w))
-
-
-def _replace(spec: BlockSpec, **kw) -> BlockSpec:
-    from dataclasses import replace
-
-    return replace(spec, **kw)
-
-
-def out_features(spec: NetSpec, block_index: int) -> int:
-    """Flattened size of block ``block_index``'s output."""
-    return _numel(spec.blocks[block_index].out_shape)
