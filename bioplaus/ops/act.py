@@ -9,34 +9,22 @@ Mostafa et al.'s local rule needs on its own:
 Convention at zero, as in PyTorch: :math:`\\mathrm{relu}'(0) = 0` and
 :math:`\\mathrm{leakyrelu}'(0) = \\text{slope}` (the input counts as
 positive only when it is strictly greater than 0).
+
+Non-finite values give what the papers' PyTorch code gives. The backward
+*selects* (``where``) rather than multiplying by the 0/1 derivative, so a
+NaN or inf upstream gradient at an inactive ReLU unit gives 0 (torch's
+``threshold_backward``), not NaN; at an inactive LeakyReLU unit it gives
+``slope * dy``, as torch does (NaN for a NaN). A NaN pre-activation counts as active for
+ReLU (torch tests ``not y <= 0``) and as inactive for LeakyReLU (torch
+tests ``a > 0``).
+
+This is the reference; its fast twin is :mod:`bioplaus.fast.act`.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
-
-from bioplaus import backend
-from bioplaus.fast import memory, threads
 from bioplaus.backend import array_module
-
-
-# ReLU and LeakyReLU work on groups of channels of about this many values (1 MiB of float32),
-# spread over the host threads (bioplaus.fast.threads.channel_groups); elementwise,
-# so the result is the same for any grouping. An (n, d) batch of the mlp is a
-# single group.
-GROUP_VALUES = 1 << 18
-
-
-def _in_groups(x, fn):
-    """Call ``fn(index)`` for groups of channels (axis 1) of ``x``; ``index`` selects
-    a group in any array of ``x``'s shape. One call with ``...`` below 2-D."""
-    if x.ndim < 2:
-        fn(...)
-        return
-    c = x.shape[1]
-    threads.channel_groups(lambda s: fn((slice(None), s)), c, x.size // max(c, 1), GROUP_VALUES,
-                           on_host=array_module(x) is np)
 
 
 class ActCache(NamedTuple):
@@ -45,7 +33,7 @@ class ActCache(NamedTuple):
     Attributes
     ----------
     positive : bool array, shape of the input
-        ``a > 0`` elementwise.
+        ``a > 0`` elementwise (ReLU: ``not a <= 0``, which differs only at NaN).
     slope : float
         Derivative on the non-positive side: 0 for ReLU, the leak for
         LeakyReLU.
@@ -78,14 +66,8 @@ def relu_forward(x):
     (Nøkland & Eidnes 2019, Sec. 4: ReLU unless a recipe says LeakyReLU.)
     """
     xp = array_module(x)
-    positive, y = memory.empty_like(x, dtype=bool), memory.empty_like(x)
-    zero = x.dtype.type(0)
-
-    def rectify(i):
-        xp.greater(x[i], 0, out=positive[i])
-        xp.maximum(x[i], zero, out=y[i])
-
-    _in_groups(x, rectify)
+    y = xp.maximum(x, x.dtype.type(0))
+    positive = ~(x <= 0)  # a > 0; a NaN input passes the gradient, as torch's
     return y, ActCache(positive=positive, slope=0.0, dtype=x.dtype)
 
 
@@ -106,12 +88,8 @@ def relu_backward(dy, cache):
     .. math:: \\frac{\\partial L}{\\partial a} = \\frac{\\partial L}{\\partial y} \\odot \\mathbb{1}[a > 0]
     """
     xp = array_module(dy)
-    # dy times the 0/1 mask: ten times faster than a masked copy on large
-    # arrays. A NaN or inf in dy at an inactive unit gives NaN here (torch's
-    # where-based backward gives 0 there); finite values are identical
-    dx = memory.empty_like(dy)
-    _in_groups(dy, lambda i: xp.multiply(dy[i], cache.positive[i], out=dx[i]))
-    return dx
+    # a selection, not dy * 1[a > 0]: 0 at an inactive unit even where dy is NaN or inf
+    return xp.where(cache.positive, dy, dy.dtype.type(0))
 
 
 def leaky_relu_forward(x, slope=0.01):
@@ -141,18 +119,8 @@ def leaky_relu_forward(x, slope=0.01):
     """
     xp = array_module(x)
     slope = float(slope)
-    positive, y = memory.empty_like(x, dtype=bool), memory.empty_like(x)
-    s = x.dtype.type(slope)
-
-    def leak(i):  # slope * x, then x where positive
-        xp.greater(x[i], 0, out=positive[i])
-        xp.multiply(x[i], s, out=y[i])
-        if 0.0 <= slope <= 1.0:  # then x > 0 iff x > s x: the same values, faster
-            xp.maximum(y[i], x[i], out=y[i])
-        else:
-            xp.copyto(y[i], x[i], where=positive[i])
-
-    _in_groups(x, leak)
+    positive = x > 0
+    y = xp.where(positive, x, x.dtype.type(slope) * x)
     return y, ActCache(positive=positive, slope=slope, dtype=x.dtype)
 
 
@@ -169,14 +137,7 @@ def leaky_relu_backward(dy, cache):
     dx : array, shape of ``dy``
     """
     xp = array_module(dy)
-    dx, s = memory.empty_like(dy), dy.dtype.type(cache.slope)
-
-    def leak(i):  # slope * dy, then dy where positive
-        xp.multiply(dy[i], s, out=dx[i])
-        xp.copyto(dx[i], dy[i], where=cache.positive[i])
-
-    _in_groups(dy, leak)
-    return dx
+    return xp.where(cache.positive, dy, dy.dtype.type(cache.slope) * dy)
 
 
 def derivative(cache):
@@ -198,7 +159,7 @@ def derivative(cache):
     Used where the derivative multiplies an error that is not the
     gradient arriving from above, as in the local rule of Mostafa et al.
     (2018): :math:`\\delta_l = (K_l e_l) \\odot f'(a_l)`. For any activation here,
-    ``backward(dy, cache) == dy * derivative(cache)``.
+    ``backward(dy, cache) == dy * derivative(cache)`` wherever ``dy`` is finite.
     """
     xp = array_module(cache.positive)
     one = xp.asarray(1, dtype=cache.dtype)

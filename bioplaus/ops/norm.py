@@ -4,29 +4,15 @@ One function pair covers ``BatchNorm1d`` on ``(n, d)`` and ``BatchNorm2d``
 on ``(n, c, h, w)``: statistics are taken per channel (axis 1) over every
 other axis. It is stateless: the running statistics go in as arrays and
 the updated ones come back as new arrays; nothing passed in is modified.
+
+This is the reference, written as the equations read (mean, variance,
+normalise, scale); its fast twin is :mod:`bioplaus.fast.norm`.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
-
-from bioplaus import backend
-from bioplaus.fast import memory, threads
 from bioplaus.backend import array_module
-
-
-# In training, both passes work on groups of channels of about this many values
-# (1 MiB of float32), each group's statistics and elementwise passes run while
-# it is still in a core's cache, the groups spread over the host threads
-# (bioplaus.fast.threads.channel_groups). Every channel is normalised on its own, so
-# a group gives what the whole batch would, up to the rounding of the
-# per-channel sums; the groups depend on the shape only, not on the threads. On
-# this project's 2-core CPU the five batch norms of vgg8b's first convolutions
-# (channel-major, batch 128) took 215 ms forward and backward as whole arrays,
-# 158 ms in groups of 2^17 values and 130 ms in groups of 2^18 or 2^19. An (n, d)
-# batch of the mlp (n = 128, d = 1024) is a single group.
-GROUP_VALUES = 1 << 18
 
 
 class BatchNormCache(NamedTuple):
@@ -66,20 +52,11 @@ def _layout(x):
     return axes, pshape, m
 
 
-def _channel_dot(xp, a, b):
-    """``sum(a * b)`` per channel over all other axes, shape (c,).
-
-    The same sum either way; only the speed differs. NumPy's ``einsum``
-    does it in one pass without a temporary (about 4x faster than
-    ``(a * b).sum`` on a (128, 128, 16, 16) float32 batch, same rounding),
-    while CuPy's ``einsum`` carries a large fixed cost, so CuPy takes the
-    product and a reduction (about 2x faster there).
-    """
-    if xp is np:
-        sub = "nc" + "hwxyz"[: a.ndim - 2]  # 'nc' or 'nchw'
-        return np.einsum(f"{sub},{sub}->c", a, b)
-    axes = (0,) + tuple(range(2, a.ndim))
-    return (a * b).sum(axis=axes)
+def _check_shapes(c, gamma, beta, running_mean, running_var):
+    for name, a in (("gamma", gamma), ("beta", beta),
+                    ("running_mean", running_mean), ("running_var", running_var)):
+        if a is not None and a.shape != (c,):
+            raise ValueError(f"batch norm: {name} must have shape ({c},), got {a.shape}")
 
 
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
@@ -138,25 +115,21 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
         \\bar\\mu \\leftarrow (1 - \\rho)\\bar\\mu + \\rho\\mu, \\qquad
         \\bar\\sigma^2 \\leftarrow (1 - \\rho)\\bar\\sigma^2 + \\rho \\frac{m}{m-1}\\sigma^2
 
-    Evaluation: :math:`y = \\gamma (x - \\bar\\mu) / \\sqrt{\\bar\\sigma^2 + \\epsilon} + \\beta`,
-    computed as one scale and one shift per channel.
+    Evaluation: :math:`y = \\gamma (x - \\bar\\mu) / \\sqrt{\\bar\\sigma^2 + \\epsilon} + \\beta`.
     """
     xp = array_module(x)
     axes, pshape, m = _layout(x)
-    c = x.shape[1]
-    for name, a in (("gamma", gamma), ("beta", beta),
-                    ("running_mean", running_mean), ("running_var", running_var)):
-        if a is not None and a.shape != (c,):
-            raise ValueError(f"batch norm: {name} must have shape ({c},), got {a.shape}")
+    _check_shapes(x.shape[1], gamma, beta, running_mean, running_var)
+    g = gamma.astype(x.dtype, copy=False).reshape(pshape)  # (1, c[, 1, 1])
+    b = beta.astype(x.dtype, copy=False).reshape(pshape)
 
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError("batch norm in evaluation mode needs running_mean and running_var")
+        mu = running_mean.astype(x.dtype, copy=False)  # (c,)
         inv_std = 1.0 / xp.sqrt(running_var.astype(x.dtype, copy=False) + eps)  # (c,)
-        scale = gamma * inv_std  # (c,)
-        shift = beta - running_mean * scale  # (c,)
-        y = x * scale.astype(x.dtype, copy=False).reshape(pshape)
-        y += shift.astype(x.dtype, copy=False).reshape(pshape)
+        xhat = (x - mu.reshape(pshape)) * inv_std.reshape(pshape)
+        y = g * xhat + b
         cache = BatchNormCache(training=False, xhat=None, x=x, mean=running_mean,
                                inv_std=inv_std, gamma=gamma)
         return y, cache, running_mean, running_var
@@ -165,24 +138,12 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
         raise ValueError(
             f"batch norm in training mode needs more than 1 value per channel, got input {x.shape}"
         )
-    xhat, y = memory.empty_like(x), memory.empty_like(x)
-    mu, var, inv_std = (xp.empty(c, dtype=x.dtype) for _ in range(3))  # (c,) each
-    g, b = gamma.astype(x.dtype, copy=False), beta.astype(x.dtype, copy=False)
-    gshape = (1, -1) + (1,) * (x.ndim - 2)  # a group's per-channel shape
-
-    def normalise(s):  # the channels s, each channel on its own
-        xs, xh = x[:, s], xhat[:, s]
-        mu_s = xs.mean(axis=axes, keepdims=True)  # (1, |s|[, 1, 1])
-        xp.subtract(xs, mu_s, out=xh)  # centred, x-hat in place below
-        var_s = _channel_dot(xp, xh, xh) / m  # (|s|,) biased variance
-        inv_s = 1.0 / xp.sqrt(var_s + eps)  # (|s|,)
-        xh *= inv_s.reshape(gshape)
-        ys = y[:, s]
-        xp.multiply(xh, g[s].reshape(gshape), out=ys)
-        ys += b[s].reshape(gshape)
-        mu[s], var[s], inv_std[s] = mu_s.reshape(-1), var_s, inv_s
-
-    threads.channel_groups(normalise, c, m, GROUP_VALUES, on_host=xp is np)
+    mu = x.mean(axis=axes)  # (c,)
+    xc = x - mu.reshape(pshape)  # centred, shape of x
+    var = (xc * xc).mean(axis=axes)  # (c,) biased variance
+    inv_std = 1.0 / xp.sqrt(var + eps)  # (c,)
+    xhat = xc * inv_std.reshape(pshape)  # normalised
+    y = g * xhat + b  # scaled and shifted
 
     new_mean = new_var = None
     if running_mean is not None:
@@ -232,32 +193,18 @@ def batchnorm_backward(dy, cache):
     Evaluation (fixed statistics, an affine map):
     :math:`\\partial L / \\partial x_i = \\gamma \\delta_i / \\sqrt{\\bar\\sigma^2 + \\epsilon}`.
     """
-    xp = array_module(dy)
     axes, pshape, m = _layout(dy)
-    inv_std, gamma = cache.inv_std, cache.gamma
-    k = (gamma * inv_std).astype(dy.dtype, copy=False)  # (c,) gamma / sqrt(var + eps)
+    # k = gamma / sqrt(var + eps), (1, c[, 1, 1])
+    k = (cache.gamma * cache.inv_std).astype(dy.dtype, copy=False).reshape(pshape)
+    if cache.training:
+        xhat = cache.xhat
+    else:  # the running statistics, fixed
+        mu = cache.mean.astype(cache.x.dtype, copy=False).reshape(pshape)
+        xhat = (cache.x - mu) * cache.inv_std.reshape(pshape)
+    dbeta = dy.sum(axis=axes)  # (c,)
+    dgamma = (dy * xhat).sum(axis=axes)  # (c,)
     if not cache.training:
-        dbeta = dy.sum(axis=axes)  # (c,)
-        xhat = (cache.x - cache.mean.astype(cache.x.dtype, copy=False).reshape(pshape))
-        xhat *= inv_std.reshape(pshape)
-        dgamma = _channel_dot(xp, dy, xhat)  # (c,)
-        dx = dy * k.reshape(pshape)
+        dx = k * dy  # an affine map per channel
         return dx, dgamma, dbeta
-
-    xhat, c = cache.xhat, dy.shape[1]
-    dx = memory.empty_like(dy)
-    dbeta, dgamma = xp.empty(c, dtype=dy.dtype), xp.empty(c, dtype=dy.dtype)
-    gshape = (1, -1) + (1,) * (dy.ndim - 2)  # a group's per-channel shape
-
-    def grad(s):  # the channels s, each channel on its own
-        dys, xh, dxs = dy[:, s], xhat[:, s], dx[:, s]
-        db = dys.sum(axis=axes)  # (|s|,)
-        dg = _channel_dot(xp, dys, xh)  # (|s|,)
-        xp.multiply(xh, (dg / m).reshape(gshape), out=dxs)
-        dxs += (db / m).reshape(gshape)
-        xp.subtract(dys, dxs, out=dxs)  # delta - mean(delta) - xhat * mean(delta * xhat)
-        dxs *= k[s].reshape(gshape)
-        dbeta[s], dgamma[s] = db, dg
-
-    threads.channel_groups(grad, c, m, GROUP_VALUES, on_host=xp is np)
+    dx = k * (dy - dbeta.reshape(pshape) / m - xhat * (dgamma.reshape(pshape) / m))
     return dx, dgamma, dbeta

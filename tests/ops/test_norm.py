@@ -129,34 +129,3 @@ def test_float32_accuracy_and_parity(xp, kind, training):
         assert backend.array_module(got) is xp and got.dtype == np.float32
     for got, want in zip((y, new_rm, new_rv, *grads), (ref[0], ref[2], ref[3], *ref_grads)):
         assert rel_error(got, want) < 1e-4
-
-
-@pytest.mark.parametrize("layout", ["C", "channel-major"])
-@pytest.mark.parametrize("kind", sorted(SHAPES))
-def test_channel_groups_on_threads_give_the_whole_batch_result(monkeypatch, kind, layout):
-    import bioplaus.ops.norm as norm_mod
-
-    rng = np.random.default_rng(7)
-    shape = (5, 7) if kind == "1d" else (3, 7, 3, 2)  # 7 channels: groups of 1, 2 or all
-    x, gamma, beta, rm, rv, dy = _params(rng, shape)
-    if layout == "channel-major":
-        x, dy = (np.ascontiguousarray(a.swapaxes(0, 1)).swapaxes(0, 1) for a in (x, dy))
-    per_channel = x.size // x.shape[1]
-
-    def run():
-        y, cache, m, v = batchnorm_forward(x, gamma, beta, rm, rv, True)
-        return (y, m, v) + batchnorm_backward(dy, cache)
-
-    monkeypatch.setattr(norm_mod, "GROUP_VALUES", 1 << 40)
-    whole = run()
-    for threads, group_channels in (("1", 1), ("3", 1), ("1", 2), ("3", 2)):
-        monkeypatch.setenv("BIOPLAUS_NUM_THREADS", threads)
-        monkeypatch.setattr(norm_mod, "GROUP_VALUES", group_channels * per_channel)
-        got = run()
-        for name, a, b in zip(("y", "mean", "var", "dx", "dgamma", "dbeta"), got, whole):
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
-        if threads == "3":  # the same groups on more threads: the same bits
-            for a, b in zip(got, previous):
-                np.testing.assert_array_equal(a, b)
-        previous = got
-    assert got[0].strides == x.strides and got[3].strides == dy.strides  # memory order kept
