@@ -10,12 +10,27 @@ class _OracleGroup(click.Group):
     """`bioplaus oracle --rule ...` writes a file; `bioplaus oracle check A B` compares."""
 
     def parse_args(self, ctx, args):
-        if args and args[0] in self.commands:
+        # The sub-commands by name, the group's own --help, and a word that is
+        # no option go to click (which lists the commands, or suggests one);
+        # anything else is the options of `write`.
+        if not args or args[0] in self.commands or args[0] in ("-h", "--help") \
+                or not args[0].startswith("-"):
             return super().parse_args(ctx, args)
         return super().parse_args(ctx, ["write", *args])
 
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else ""
+        if name and name not in self.commands and not name.startswith("-"):
+            import difflib
 
-@click.group(cls=_OracleGroup)
+            close = difflib.get_close_matches(name, list(self.commands), n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            ctx.fail(f"no such oracle command {name!r}.{hint} Commands: "
+                     f"{', '.join(sorted(self.commands))} (options without a command: write)")
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=_OracleGroup, invoke_without_command=False)
 def oracle():
     """The gradient oracle (see docs/oracle.md for the file layout).
 
@@ -73,13 +88,42 @@ def write(rule, net, dataset, seed, batch_size, num_layers, num_hidden, feat_mul
                f"{len(res['fixed'])} fixed matrices, batch {res['x'].shape[0]}")
 
 
+# What makes two oracle files the same step: the attributes first, then every
+# option of the configuration recorded in the file.
+_SAME = ("rule", "net", "dataset", "seed", "batch_size", "steps")
+
+
+def attribute_differences(a: dict, b: dict) -> list[str]:
+    """``name: x vs y`` for every attribute or recorded option that differs."""
+    import json
+
+    out = []
+    for k in _SAME:
+        if a.get(k) != b.get(k):
+            out.append(f"{k} {a.get(k)!r} vs {b.get(k)!r}")
+    try:
+        ca, cb = json.loads(a.get("config", "{}")), json.loads(b.get("config", "{}"))
+    except (TypeError, ValueError):
+        ca, cb = {}, {}
+    for k in sorted(set(ca) | set(cb)):
+        if k in _SAME or k in ("data_dir", "device"):
+            continue
+        if ca.get(k) != cb.get(k):
+            out.append(f"{k} {ca.get(k)!r} vs {cb.get(k)!r}")
+    return out
+
+
 @oracle.command("check")
 @click.argument("a", type=click.Path(exists=True, dir_okay=False))
 @click.argument("b", type=click.Path(exists=True, dir_okay=False))
 @click.option("--tol", type=float, default=1e-6, show_default=True,
               help="Largest relative error accepted per parameter.")
 def check(a, b, tol):
-    """Print the largest relative error per parameter; exit 1 above --tol."""
+    """Print the largest relative error per parameter; exit 1 above --tol.
+
+    Files of different steps (another net, rule, dataset, seed, batch size or
+    option) are refused with one message naming what differs (exit 2).
+    """
     from bioplaus.io import CheckpointError, load_oracle
     from bioplaus.oracle import compare
 
@@ -87,6 +131,12 @@ def check(a, b, tol):
         fa, fb = load_oracle(a), load_oracle(b)
     except CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
+    diff = attribute_differences(fa["attrs"], fb["attrs"])
+    if diff:
+        click.echo(f"Error: {a} and {b} are not the same step, so their updates cannot be "
+                   f"compared: {'; '.join(diff)}. Write both with the same options "
+                   "(`bioplaus oracle --help`).", err=True)
+        sys.exit(2)
     rows = compare(fa, fb)
     width = max([len(n) for n, _ in rows] + [9])
     bad = 0

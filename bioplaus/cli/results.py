@@ -13,8 +13,19 @@ def results(runs_dir, readme):
     from bioplaus.recipes import RecipeError
     from bioplaus.results import collect, render_table, update_readme
 
+    import os
+
     try:
-        table = render_table(collect(runs_dir))
+        rows = collect(runs_dir)
+        if not rows:
+            pattern = os.path.join(os.path.abspath(runs_dir), "*", "*.toml")
+            hint = ("no such directory" if not os.path.isdir(runs_dir)
+                    else "the directory holds no recipes")
+            raise click.ClickException(
+                f"no recipes found: looked for {pattern} ({hint}). Run `bioplaus results` "
+                "from the repository root, or pass --runs-dir DIR (the folder holding "
+                "<dataset>/<net>-<rule>.toml)")
+        table = render_table(rows)
     except RecipeError as exc:
         raise click.ClickException(str(exc)) from None
     if readme is None:
