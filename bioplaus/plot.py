@@ -125,7 +125,7 @@ def _records_of(run_dir: str):
 def _curves(cfg: Config, recs: list[dict], kind: str):
     """[(label, values)] for the blocks, then the output, of one kind (train|test)."""
     from bioplaus.data.registry import get_info
-    from bioplaus.model import build_model
+    from bioplaus.net.model import build_model
 
     info = get_info(cfg.dataset)
     spec = build_model(cfg, info.shape, info.num_classes).spec
