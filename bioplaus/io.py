@@ -144,10 +144,14 @@ def load_checkpoint(path) -> dict:
         f.close()
 
 
-def save_log(path, history: list, meta: dict) -> None:
-    """The run log: one record per epoch as columns, plus the run's metadata."""
+def save_log(path, history: list, meta: dict, alignment: dict | None = None) -> None:
+    """The run log: one record per epoch as columns, plus the run's metadata;
+    ``alignment`` (optional, :meth:`bioplaus.align.AlignmentLog.columns`) goes
+    to the group ``/alignment``."""
 
     def write(f):
+        if alignment:
+            _write_tree(f.create_group("alignment"), alignment)
         f.attrs["format"] = "bioplaus-log"
         f.attrs["meta"] = json.dumps(meta, sort_keys=True)
         keys = sorted({k for rec in history for k, v in rec.items()
@@ -164,7 +168,10 @@ def load_log(path) -> dict:
     path = os.fspath(path)
     try:
         with h5py.File(path, "r") as f:
-            return {"meta": json.loads(f.attrs["meta"]), "records": json.loads(f.attrs["records"])}
+            out = {"meta": json.loads(f.attrs["meta"]), "records": json.loads(f.attrs["records"])}
+            if "alignment" in f:
+                out["alignment"] = _read_tree(f["alignment"])
+            return out
     except (OSError, KeyError) as exc:
         raise CheckpointError(f"{path}: not a readable bioplaus run log ({exc})") from None
 

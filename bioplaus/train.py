@@ -20,9 +20,10 @@ import time
 import numpy as np
 
 from bioplaus import backend, optim
+from bioplaus.align import AlignmentLog
 from bioplaus.config import Config, differences, validate
 from bioplaus.evaluate import evaluate
-from bioplaus.io import CheckpointError, load_checkpoint, save_checkpoint, save_log
+from bioplaus.io import CheckpointError, load_checkpoint, load_log, save_checkpoint, save_log
 from bioplaus.data.train_data import TrainData
 from bioplaus.net.forward import dropout_masks
 from bioplaus.net.model import build_model
@@ -97,7 +98,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, out_dir: str, *, resume: bool = False, log=print,
                  progress: bool = True, checkpoint_every_s: float = 300.0, on_step=None,
-                 command: str = ""):
+                 command: str = "", log_alignment: int = 0):
         validate(cfg)
         check_rule_options(cfg)
         self.cfg = cfg
@@ -118,6 +119,8 @@ class Trainer:
         self.epoch, self.batch, self.step = 1, 0, 0
         self.history, self.partial = [], {}
         self.wall_before = 0.0
+        # --log-alignment N: bioplaus.align every N steps, into log.h5's /alignment
+        self.alignment = AlignmentLog(log_alignment) if log_alignment else None
         os.makedirs(out_dir, exist_ok=True)
         ckpt = os.path.join(out_dir, CHECKPOINT)
         if resume:
@@ -142,6 +145,12 @@ class Trainer:
         self.epoch, self.batch, self.step = ck["epoch"], ck["batch"], ck["step"]
         self.history, self.partial = ck["history"], ck["partial"]
         self.wall_before = float(ck["meta"].get("wall_s", 0.0))
+        log_path = os.path.join(self.out_dir, LOG)
+        if self.alignment is not None and os.path.exists(log_path):
+            cols = load_log(log_path).get("alignment")
+            if cols:
+                self.alignment = AlignmentLog.from_columns(self.alignment.every, cols)
+                self.alignment.keep_until(self.step)
         self.log(f"resumed {path} at epoch {self.epoch}, batch {self.batch}, step {self.step}")
 
     def save(self) -> None:
@@ -154,11 +163,16 @@ class Trainer:
                         epoch=self.epoch, step=self.step, batch=self.batch,
                         history=self.history, partial=self.partial, meta=meta)
         save_log(os.path.join(self.out_dir, LOG), self.history,
-                 {**meta, "config": self.cfg.to_dict()})
+                 {**meta, "config": self.cfg.to_dict()},
+                 alignment=self.alignment.columns() if self.alignment and self.alignment.rows
+                 else None)
 
     # ------------------------------------------------------------------- train
     def _train_batch(self, xb, yb, lr) -> None:
         masks = dropout_masks(self.model, xb.shape[0], self.cfg.dropout, self.cfg.seed, self.step)
+        if self.alignment is not None and self.alignment.due(self.step):
+            self.alignment.record(self.model, xb, yb, masks, step=self.step,
+                                  epoch=self.epoch - 1 + self.batch / self.data.batches_per_epoch)
         part = self.partial
         n = int(xb.shape[0])
         active = self.active_groups()

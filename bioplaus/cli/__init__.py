@@ -43,6 +43,7 @@ def _register():
         ("bioplaus.cli.oracle", "oracle"),
         ("bioplaus.cli.plot", "plot"),
         ("bioplaus.cli.results", "results"),
+        ("bioplaus.cli.align", "align"),
     ]:
         try:
             m = importlib.import_module(mod)

@@ -89,8 +89,11 @@ def _errors():
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--checkpoint-every", type=float, default=300.0, show_default=True,
               help="Seconds between mid-epoch checkpoints.")
+@click.option("--log-alignment", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Every N steps, record each layer's angle to the backprop gradient "
+                   "into log.h5 (see `bioplaus align`, docs/alignment.md). [0: off]")
 @_add_options
-def train(recipe, out_dir, resume, no_progress, checkpoint_every, **opts):
+def train(recipe, out_dir, resume, no_progress, checkpoint_every, log_alignment, **opts):
     """Train a net with a learning rule.
 
     Example: bioplaus train --rule pred-bio --net vgg8b --dataset fashion-mnist
@@ -105,7 +108,8 @@ def train(recipe, out_dir, resume, no_progress, checkpoint_every, **opts):
         out_dir = out_dir or os.path.join("out", f"{cfg.dataset}-{cfg.net}-{cfg.rule}")
         trainer = Trainer(cfg, out_dir, resume=resume, log=click.echo, progress=not no_progress,
                           checkpoint_every_s=checkpoint_every,
-                          command=" ".join(["bioplaus", *sys.argv[1:]]))
+                          command=" ".join(["bioplaus", *sys.argv[1:]]),
+                          log_alignment=log_alignment)
         click.echo(f"bioplaus train: {cfg.rule} on {cfg.net} ({trainer.model.param_count():,} "
                    f"trained parameters incl. local heads), {cfg.dataset}, device {cfg.device}, "
                    f"out {out_dir}")
