@@ -1,16 +1,14 @@
 """The similarity matrix of a batch, as the sim losses compare it: forward and backward.
 
 A forward/backward pair with a cache, like the ops in :mod:`bioplaus.ops`;
-:func:`bioplaus.losses.sim_loss` compares two such matrices.
+:func:`bioplaus.losses.sim_loss` compares two such matrices. This is the
+reference, plain vectorised code; its fast twin is
+:mod:`bioplaus.fast.similarity`.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
-
-from . import backend
-from .fast import memory, threads
 from .backend import array_module
 
 #: The constant added to each row's norm before dividing (reference code).
@@ -50,29 +48,33 @@ class SimilarityCache(NamedTuple):
     z_mean: object = None
 
 
-# The feature maps' standard deviations (and their gradient) are taken over
-# groups of channels of about this many values, each group's centred maps a
-# temporary that stays in a core's cache, the groups spread over the host
-# threads (bioplaus.fast.threads.channel_groups). Every map is reduced on its own, so
-# the grouping does not change the result.
-GROUP_VALUES = 1 << 18
+def _use_std(x, use_std):
+    """Whether the forward reduces each feature map of ``x`` to its std first."""
+    return x.ndim == 4 and use_std and x.shape[1] > 3 and x.shape[2] > 1
 
 
-def _map_std(xp, z):
-    """Unbiased standard deviation and mean of each row ``z[i, k, :]``, both (n, c)
-    (``z.std(axis=2, ddof=1)`` and ``z.mean(axis=2)``)."""
-    n, c, N = z.shape
-    s, mean = xp.empty((n, c), dtype=z.dtype), xp.empty((n, c), dtype=z.dtype)
+def _matrix(X):
+    """``S = clamp(Xn Xn^T, -1, 1)`` of the rows of ``X`` (n, d), and what the backward needs."""
+    xp = array_module(X)
+    Xc = X - X.mean(axis=1, keepdims=True)  # (n, d) centred rows
+    norm = xp.sqrt((Xc * Xc).sum(axis=1, keepdims=True))  # (n, 1)
+    Xn = Xc / (SIM_EPS + norm)  # (n, d) unit rows
+    S_raw = Xn @ Xn.T  # (n, n)
+    inside = (S_raw >= -1) & (S_raw <= 1)  # where the clamp passes the gradient
+    return xp.clip(S_raw, -1, 1), Xc, norm, Xn, inside
 
-    def maps(k):  # the channels k
-        zk = z[:, k]
-        mk = zk.mean(axis=2, keepdims=True)  # (n, |k|, 1)
-        d = zk - mk  # centred maps of the group
-        d *= d
-        s[:, k], mean[:, k] = xp.sqrt(d.sum(axis=2) / (N - 1)), mk[:, :, 0]
 
-    threads.channel_groups(maps, c, n * N, GROUP_VALUES, on_host=xp is np)
-    return s, mean
+def _matrix_backward(dS, Xc, norm, Xn, inside):
+    """Gradient of :func:`_matrix` with respect to ``X`` (n, d)."""
+    xp = array_module(dS)
+    delta = dS * inside  # (n, n)
+    dXn = (delta + delta.T) @ Xn  # (n, d)
+    den = SIM_EPS + norm  # (n, 1)
+    proj = (dXn * Xc).sum(axis=1, keepdims=True)  # (n, 1)
+    safe_norm = xp.where(norm > 0, norm, 1)
+    coef = xp.where(norm > 0, proj / (den * den * safe_norm), 0)  # (n, 1); 0 for a zero row
+    dXc = dXn / den - Xc * coef  # (n, d)
+    return dXc - dXc.mean(axis=1, keepdims=True)  # through the centring
 
 
 def similarity_matrix_forward(x, use_std=True):
@@ -111,21 +113,19 @@ def similarity_matrix_forward(x, use_std=True):
     """
     xp = array_module(x)
     n = x.shape[0]
-    if x.ndim == 4 and use_std and x.shape[1] > 3 and x.shape[2] > 1:
-        z = x.reshape(n, x.shape[1], -1)  # (n, c, h*w)
-        s, z_mean = _map_std(xp, z)  # (n, c) each
+    if x.ndim not in (2, 4):
+        raise ValueError(f"similarity_matrix_forward: x must be 2-D or 4-D, got shape {x.shape}")
+    if _use_std(x, use_std):
+        z = x.reshape(n, x.shape[1], -1)  # (n, c, h*w): one row per feature map
+        N = z.shape[2]
+        z_mean = z.mean(axis=2)  # (n, c)
+        zc = z - z_mean[:, :, None]  # (n, c, N) centred maps
+        s = xp.sqrt((zc * zc).sum(axis=2) / (N - 1))  # (n, c) unbiased std
         X = s
-    elif x.ndim in (2, 4):
+    else:
         z = s = z_mean = None
         X = x.reshape(n, -1)  # (n, d)
-    else:
-        raise ValueError(f"similarity_matrix_forward: x must be 2-D or 4-D, got shape {x.shape}")
-    Xc = X - X.mean(axis=1, keepdims=True)  # (n, d)
-    norm = xp.sqrt((Xc * Xc).sum(axis=1, keepdims=True))  # (n, 1)
-    Xn = Xc / (SIM_EPS + norm)  # (n, d)
-    S = Xn @ Xn.T  # (n, n)
-    inside = (S >= -1) & (S <= 1)
-    xp.clip(S, -1, 1, out=S)
+    S, Xc, norm, Xn, inside = _matrix(X)
     return S, SimilarityCache(x.shape, z, s, Xc, norm, Xn, inside, z_mean)
 
 
@@ -176,25 +176,11 @@ def similarity_matrix_backward(dS, cache):
     """
     xp = array_module(dS)
     x_shape, z, s, Xc, norm, Xn, inside, z_mean = cache
-    delta = dS * inside  # (n, n)
-    dXn = (delta + delta.T) @ Xn  # (n, d)
-    den = SIM_EPS + norm  # (n, 1)
-    proj = (dXn * Xc).sum(axis=1, keepdims=True)  # (n, 1)
-    safe_norm = xp.where(norm > 0, norm, 1)
-    coef = xp.where(norm > 0, proj / (den * den * safe_norm), 0)  # (n, 1)
-    dX = dXn / den - Xc * coef  # dXc, (n, d)
-    dX -= dX.mean(axis=1, keepdims=True)  # through the centring
+    dX = _matrix_backward(dS, Xc, norm, Xn, inside)  # (n, d)
     if z is None:
         return dX.reshape(x_shape)
-    n, c, m = z.shape  # m: spatial positions N
+    N = z.shape[2]  # spatial positions
     safe_s = xp.where(s > 0, s, 1)
-    ds_coef = xp.where(s > 0, dX / ((m - 1) * safe_s), 0)  # (n, c)
-    dz = memory.empty_like(z)  # (n, c, N), x's memory order
-
-    def maps(k):  # the channels k
-        dk = dz[:, k]
-        xp.subtract(z[:, k], z_mean[:, k, None], out=dk)  # centred maps
-        dk *= ds_coef[:, k, None]
-
-    threads.channel_groups(maps, c, n * m, GROUP_VALUES, on_host=xp is np)
+    ds_coef = xp.where(s > 0, dX / ((N - 1) * safe_s), 0)  # (n, c); 0 for a constant map
+    dz = (z - z_mean[:, :, None]) * ds_coef[:, :, None]  # (n, c, N)
     return dz.reshape(x_shape)
