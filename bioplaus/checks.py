@@ -49,10 +49,7 @@ def _compare(section: str, want: dict, got: dict, problems: list, int_keys=lambd
             problems.append(f"{section}/{k}: a group where an array is expected")
             continue
         shape, dtype = g
-        if int_keys(k):  # a step count: a scalar, or one value (the fast optimizers' layout)
-            if shape not in ((), (1,)):
-                problems.append(f"{section}/{k}: shape {shape}, a step count is one integer")
-        elif shape != want[k]:
+        if shape != want[k]:
             problems.append(f"{section}/{k}: shape {shape}, the model's is {want[k]}")
         if int_keys(k):
             if dtype is None or dtype.kind not in "iu":
@@ -125,9 +122,9 @@ def check_step_counts(ck: dict) -> list[str]:
         vals = set()
         for k, v in sorted(counts.items()):
             v = np.asarray(v)
-            if v.size != 1 or v.dtype.kind not in "iu":
+            if v.shape != () or v.dtype.kind not in "iu":
                 continue  # reported by the layout check
-            n = int(v.reshape(()))
+            n = int(v)
             vals.add(n)
             if not 0 <= n <= s:
                 problems.append(f"optim/{g}/{k} = {n}: the optimizer's step count must lie in "
@@ -213,8 +210,8 @@ def load_model(path, *, device: str = "cpu", data_dir=None, log=print):
             cfg = cfg.replace(data_dir=data_dir)
         key = cfg.to_json()
         if key not in built:
-            from bioplaus.model import build_model
-            from bioplaus.trainer_data import TrainData
+            from bioplaus.data.train_data import TrainData
+            from bioplaus.net.model import build_model
 
             xp = backend.get_xp(device)
             dtype = np.float64 if cfg.dtype == "float64" else np.float32
@@ -228,10 +225,36 @@ def load_model(path, *, device: str = "cpu", data_dir=None, log=print):
         ck = load_checked(p, want=want, batches_per_epoch=data.batches_per_epoch)
         return ck, model, data
 
-    (ck, model, data), _ = io.load_run_checkpoint(path, loader=loader, log=log)
-    for section in ("params", "buffers"):
-        target = getattr(model, section)
-        for k, v in ck[section].items():
-            ref = target[k]
-            target[k] = backend.to_device(v, backend.array_module(ref), ref.dtype)
+    (ck, model, data), used = io.load_run_checkpoint(path, loader=loader, log=log)
+    from bioplaus.net.restore import load_arrays
+
+    load_arrays(model, ck, used)
     return model, data
+
+
+def resume_checked(trainer, path, log=print):
+    """The checkpoint a :class:`~bioplaus.train.Trainer` resumes from, validated
+    against its model, optimizer states and configuration; falls back to the
+    previous checkpoint when the newest cannot be used. Returns ``(ck, path_used)``."""
+    from bioplaus.config import Config, ConfigError, differences
+
+    want = expected_layout(trainer.model, trainer.states)
+
+    def on_header(h):
+        if not isinstance(h["config"], dict):
+            return ["!" + f"{h['path']}: damaged checkpoint: its configuration is not a table"]
+        try:
+            old = Config.from_dict(h["config"])
+        except (ConfigError, TypeError, ValueError) as exc:
+            return ["!" + f"{h['path']}: its configuration cannot be used ({exc})"]
+        diff = differences(old, trainer.cfg)
+        if diff:
+            return ["!" + f"{h['path']} was written with another configuration; refusing to "
+                    "resume. Differences:\n  " + "\n  ".join(diff)]
+        return []
+
+    def loader(p):
+        return load_checked(p, want=want, batches_per_epoch=trainer.data.batches_per_epoch,
+                            on_header=on_header)
+
+    return io.load_run_checkpoint(path, loader=loader, log=log)

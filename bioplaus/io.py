@@ -61,7 +61,9 @@ class CheckpointError(RuntimeError):
 # ---------------------------------------------------------------- writing
 def digest(arr: np.ndarray) -> str:
     """SHA-256 over an array's dtype, shape and C-order bytes."""
-    arr = np.ascontiguousarray(arr)
+    arr = np.asarray(arr)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")
     h = hashlib.sha256()
     h.update(arr.dtype.str.encode())
     h.update(repr(tuple(arr.shape)).encode())
@@ -76,7 +78,7 @@ def _attrs_digest(values: dict) -> str:
 
 
 def _put(group, key: str, value, with_digest: bool = True) -> None:
-    arr = np.ascontiguousarray(to_numpy(value))
+    arr = np.asarray(to_numpy(value))  # (np.ascontiguousarray would make 0-d arrays 1-d)
     if arr.ndim and arr.size:
         ds = group.create_dataset(key, data=arr, chunks=True, fletcher32=True)
     else:

@@ -20,10 +20,11 @@ import time
 import numpy as np
 
 from bioplaus import backend, optim
+from bioplaus import checks
 from bioplaus.align import AlignmentLog
-from bioplaus.config import Config, differences, validate
+from bioplaus.config import Config, validate
 from bioplaus.evaluate import evaluate
-from bioplaus.io import CheckpointError, load_checkpoint, load_log, save_checkpoint, save_log
+from bioplaus.io import CheckpointError, load_log, prev_path, save_checkpoint, save_log
 from bioplaus.data.train_data import TrainData
 from bioplaus.net.forward import dropout_masks
 from bioplaus.net.model import build_model
@@ -121,24 +122,24 @@ class Trainer:
         self.wall_before = 0.0
         # --log-alignment N: bioplaus.align every N steps, into log.h5's /alignment
         self.alignment = AlignmentLog(log_alignment) if log_alignment else None
+        self._keep_previous = True
         os.makedirs(out_dir, exist_ok=True)
         ckpt = os.path.join(out_dir, CHECKPOINT)
         if resume:
             self._resume(ckpt)
-        elif os.path.exists(ckpt):
-            raise CheckpointError(f"{ckpt} exists: pass --resume to continue that run, "
+        elif os.path.lexists(ckpt) or os.path.lexists(prev_path(ckpt)):
+            found = ckpt if os.path.lexists(ckpt) else prev_path(ckpt)
+            raise CheckpointError(f"{found} exists: pass --resume to continue that run, "
                                   "or choose another --out directory")
 
     # ------------------------------------------------------------------ resume
     def _resume(self, path: str) -> None:
-        if not os.path.exists(path):
+        if not (os.path.lexists(path) or os.path.lexists(prev_path(path))):
             raise CheckpointError(f"--resume: {path}: no such file (nothing to resume)")
-        ck = load_checkpoint(path)
-        old = Config.from_dict(ck["config"])
-        diff = differences(old, self.cfg)
-        if diff:
-            raise CheckpointError(f"{path} was written with another configuration; refusing to "
-                                  "resume. Differences:\n  " + "\n  ".join(diff))
+        ck, used = checks.resume_checked(self, path, log=self.log)
+        # resumed from the previous checkpoint: the unusable newest is not kept as "previous"
+        self._keep_previous = used == path
+        path = used
         load_arrays(self.model, ck, path)
         for g, st in ck["optim"].items():
             self.states[g] = optim.load_state_arrays(st, self.xp)
@@ -161,7 +162,9 @@ class Trainer:
                         params=self.model.params, buffers=self.model.buffers,
                         optim={g: optim.state_arrays(s) for g, s in self.states.items()},
                         epoch=self.epoch, step=self.step, batch=self.batch,
-                        history=self.history, partial=self.partial, meta=meta)
+                        history=self.history, partial=self.partial, meta=meta,
+                        keep_previous=self._keep_previous)
+        self._keep_previous = True
         save_log(os.path.join(self.out_dir, LOG), self.history,
                  {**meta, "config": self.cfg.to_dict()},
                  alignment=self.alignment.columns() if self.alignment and self.alignment.rows

@@ -7,15 +7,10 @@ config first.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from bioplaus import backend
-from bioplaus.config import Config
-from bioplaus.data.train_data import TrainData
-from bioplaus.io import CheckpointError, load_checkpoint
-from bioplaus.net.model import build_model
+from bioplaus.io import CheckpointError
 
 
 def load_arrays(model, ck: dict, path: str) -> None:
@@ -42,17 +37,8 @@ def load_arrays(model, ck: dict, path: str) -> None:
 
 
 def load_model_from_checkpoint(path, *, device: str = "cpu", data_dir=None):
-    """``(model, data)`` from a checkpoint file or a run directory holding one."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, "checkpoint.h5")
-    ck = load_checkpoint(path)
-    cfg = Config.from_dict(ck["config"]).replace(device=device)
-    if data_dir is not None:
-        cfg = cfg.replace(data_dir=data_dir)
-    xp = backend.get_xp(device)
-    dtype = np.float64 if cfg.dtype == "float64" else np.float32
-    data = TrainData(cfg, xp, dtype)
-    model = build_model(cfg, data.input_shape, data.num_classes, xp=xp, dtype=dtype)
-    load_arrays(model, ck, path)
-    return model, data
+    """``(model, data)`` from a checkpoint file or a run directory holding one,
+    checked as ``train --resume`` checks it (:func:`bioplaus.checks.load_model`)."""
+    from bioplaus.checks import load_model
+
+    return load_model(path, device=device, data_dir=data_dir)
