@@ -88,13 +88,11 @@ def softmax_cross_entropy(logits, y):
     y = xp.asarray(y)
     n, C = logits.shape
     _check_labels(y, C)
-    rows = xp.arange(n)
     zs = logits - logits.max(axis=1, keepdims=True)  # (n, C), max 0 per row
     logp = zs - xp.log(xp.exp(zs).sum(axis=1, keepdims=True))  # (n, C) log-softmax
-    loss = -logp[rows, y].mean()
-    dlogits = xp.exp(logp)  # softmax, (n, C)
-    dlogits[rows, y] -= 1
-    dlogits /= n
+    loss = -logp[xp.arange(n), y].mean()
+    Y = one_hot(y, C, dtype=logits.dtype, xp=xp)  # (n, C)
+    dlogits = (xp.exp(logp) - Y) / n  # (softmax(z) - Y) / n
     return loss, dlogits
 
 
@@ -173,8 +171,7 @@ def squared_hinge(logits, y):
     t = 2 * one_hot(y, C, dtype=logits.dtype, xp=xp) - 1  # (n, C), +-1
     margin = xp.maximum(1 - t * logits, 0)  # (n, C)
     loss = (margin * margin).sum() / n
-    dlogits = t * margin
-    dlogits *= -2 / n
+    dlogits = -(2 / n) * t * margin
     return loss, dlogits
 
 
@@ -209,5 +206,5 @@ def sim_loss(R_h, R_y):
         raise ValueError(f"sim_loss: R_y must have R_h's shape {R_h.shape}, got {R_y.shape}")
     diff = R_h - R_y  # (n, n)
     loss = (diff * diff).mean()
-    diff *= 2 / diff.size
-    return loss, diff
+    dR_h = (2 / diff.size) * diff
+    return loss, dR_h

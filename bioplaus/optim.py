@@ -1,5 +1,10 @@
 """Functional optimizers (Adam, AMSGrad, SGD) applied in place, and the lr schedule.
 
+This is the reference: each update written as the textbook states it, with
+explicit bias correction; its fast twin (the same ``step``, blocked and on
+the host threads) is :mod:`bioplaus.fast.optim`, which uses the state
+created here.
+
 Rules compute gradients; these functions apply them. Each parameter group
 (one block, or the output layer) has its own state, as the reference code
 gives every block its own ``torch.optim`` optimizer. The updates equal
@@ -25,14 +30,11 @@ in a step is left entirely alone. :func:`state_arrays` flattens the state to
 """
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
-from .fast import threads
 from .backend import array_module, to_device, to_numpy
 
 #: Optimizer names accepted by :class:`OptimConfig` (the reference's ``--optim``).
@@ -103,6 +105,30 @@ def init_state(params, cfg):
     return state
 
 
+def _count_steps(params, grads, state, cfg):
+    """Check one step's inputs and count it: ``[(name, p, g, t)]`` for every parameter
+    with a gradient, ``t`` its step count after the increment."""
+    missing = [slot for slot in _slots(cfg) if slot not in state]
+    if missing:
+        raise ValueError(
+            f"optimizer state lacks {', '.join(missing)} needed by {cfg.name!r}; "
+            "build it with init_state(params, cfg) for the same config"
+        )
+    todo = []
+    for name, p in params.items():
+        g = grads.get(name)
+        if g is None:
+            continue
+        if name not in state["step"]:
+            raise KeyError(f"parameter {name!r} has no optimizer state; add it with init_state")
+        if g.shape != p.shape:
+            raise ValueError(f"gradient of {name!r} has shape {g.shape}, the parameter {p.shape}")
+        todo.append((name, p, g))
+    for name, _, _ in todo:
+        state["step"][name] += 1
+    return [(name, p, g, state["step"][name]) for name, p, g in todo]
+
+
 def step(params, grads, state, lr, cfg):
     """Apply one update to every parameter that has a gradient, in place.
 
@@ -124,136 +150,43 @@ def step(params, grads, state, lr, cfg):
     -----
     With :math:`g \\leftarrow g + \\lambda p` (weight decay :math:`\\lambda`)
     and :math:`t` the parameter's step count after increment, Adam
-    (Kingma & Ba 2015, as ``torch.optim.Adam``):
+    (Kingma & Ba 2015, Algorithm 1, as ``torch.optim.Adam``):
 
     .. math::
 
         m \\leftarrow \\beta_1 m + (1-\\beta_1) g, \\quad
         v \\leftarrow \\beta_2 v + (1-\\beta_2) g^2, \\quad
-        p \\leftarrow p - \\frac{\\eta}{1-\\beta_1^t}
-            \\frac{m}{\\sqrt{v} / \\sqrt{1-\\beta_2^t} + \\epsilon}
+        \\hat m = \\frac{m}{1-\\beta_1^t}, \\quad
+        \\hat v = \\frac{v}{1-\\beta_2^t}, \\quad
+        p \\leftarrow p - \\eta \\frac{\\hat m}{\\sqrt{\\hat v} + \\epsilon}
 
-    AMSGrad (Reddi et al. 2018, as torch) keeps
-    :math:`\\hat v \\leftarrow \\max(\\hat v, v)` and uses :math:`\\hat v`
-    in place of :math:`v` in the denominator. SGD (as ``torch.optim.SGD``,
-    dampening 0): :math:`b \\leftarrow g` at the first step, then
+    AMSGrad (Reddi et al. 2018, as torch) keeps the running maximum
+    :math:`v_{\\max} \\leftarrow \\max(v_{\\max}, v)` and bias-corrects it in
+    place of :math:`v`. SGD (as ``torch.optim.SGD``, dampening 0, no
+    Nesterov): :math:`b \\leftarrow g` at the first step, then
     :math:`b \\leftarrow \\mu b + g`; :math:`p \\leftarrow p - \\eta b`
-    (:math:`b = g` when :math:`\\mu = 0`).
-
-    Each parameter costs at most two temporaries of its size; float32
-    stays float32.
+    (:math:`b = g` when :math:`\\mu = 0`). float32 stays float32.
     """
-    missing = [slot for slot in _slots(cfg) if slot not in state]
-    if missing:
-        raise ValueError(
-            f"optimizer state lacks {', '.join(missing)} needed by {cfg.name!r}; "
-            "build it with init_state(params, cfg) for the same config"
-        )
-    jobs = []
-    for name, p in params.items():
-        g = grads.get(name)
-        if g is None:
+    for name, p, g, t in _count_steps(params, grads, state, cfg):
+        if cfg.weight_decay != 0:
+            g = g + cfg.weight_decay * p  # L2 term added to the gradient
+        if cfg.name == "sgd":
+            if cfg.momentum != 0:
+                b = g.copy() if t == 1 else cfg.momentum * state["momentum_buffer"][name] + g
+                state["momentum_buffer"][name] = b
+                g = b
+            p -= lr * g
             continue
-        if name not in state["step"]:
-            raise KeyError(f"parameter {name!r} has no optimizer state; add it with init_state")
-        if g.shape != p.shape:
-            raise ValueError(f"gradient of {name!r} has shape {g.shape}, the parameter {p.shape}")
-        state["step"][name] += 1
-        t = state["step"][name]
-        if cfg.name == "sgd":  # b: the momentum buffer (None without momentum)
-            b = state["momentum_buffer"][name] if cfg.momentum != 0 else None
-            jobs.append((_sgd, [p, g, b], (t == 1, lr, cfg)))
-        else:  # v_hat: AMSGrad's running max (None for Adam)
-            v_hat = state["max_exp_avg_sq"][name] if cfg.name == "amsgrad" else None
-            jobs.append((_adam, [p, g, state["exp_avg"][name], state["exp_avg_sq"][name], v_hat],
-                         (t, lr, cfg)))
-    _run_elementwise(jobs)
-
-
-# Large parameters are updated in blocks of this many values, each block run
-# through every pass of the kernel (an Adam update makes twelve) while its
-# arrays are still in the core's cache, so the arrays cross the memory bus about
-# once per step instead of once per pass. 2^17 values (512 KiB per float32 array)
-# was the fastest block on this project's 2-core CPU (2 MiB L2 per core): smaller
-# blocks pay more per-call overhead, larger ones spill the cache.
-CACHE_BLOCK = 1 << 17
-
-
-def _run_elementwise(jobs):
-    """Run ``fn(*arrays, *args)`` for each job; large NumPy ones in cache-sized blocks.
-
-    ``arrays`` starts with the parameter; entries may be None (a state the
-    optimizer does not keep). A NumPy parameter of at least two
-    :data:`CACHE_BLOCK` values (C-contiguous, as its state) is cut into
-    blocks of its flattened arrays, each run through the whole kernel
-    before the next; the host threads (:func:`bioplaus.fast.threads.host_threads`)
-    take the blocks in turn, each the next one as soon as it is free. Every kernel is
-    elementwise, so a block is updated exactly as the whole would be: the
-    result does not depend on the block size or the number of threads.
-    """
-    inline, blocks = [], []
-    for fn, arrays, args in jobs:
-        p, g, state = arrays[0], arrays[1], arrays[2:]
-        if (array_module(p) is np and p.size >= 2 * CACHE_BLOCK
-                and all(a.flags.c_contiguous for a in [p, *state] if a is not None)):
-            # flat views (the gradient may need a copy); then the blocks
-            flat = [p.reshape(-1), np.ascontiguousarray(g).reshape(-1)]
-            flat += [None if a is None else a.reshape(-1) for a in state]
-            for lo in range(0, p.size, CACHE_BLOCK):
-                hi = lo + CACHE_BLOCK
-                blocks.append((fn, [None if a is None else a[lo:hi] for a in flat], args))
-        else:
-            inline.append((fn, arrays, args))
-    # in turn to whichever host thread is free
-    threads.run_shared([partial(fn, *arrays, *args) for fn, arrays, args in inline + blocks])
-
-
-def _adam(p, g, m, v, v_hat, t, lr, cfg):
-    """Adam on one set of arrays; AMSGrad when ``v_hat`` (its running max of v) is given."""
-    xp = array_module(p)
-    beta1, beta2 = cfg.betas
-    if cfg.weight_decay != 0:
-        g_wd = p * cfg.weight_decay  # temporary 1
-        g_wd += g
-        g = g_wd  # g + weight_decay * p
-    buf = xp.empty_like(p)  # temporary 2
-    xp.subtract(g, m, out=buf)
-    buf *= 1 - beta1
-    m += buf  # m <- m + (1 - beta1)(g - m)
-    xp.multiply(g, g, out=buf)
-    buf *= 1 - beta2
-    v *= beta2
-    v += buf  # v <- beta2 v + (1 - beta2) g^2
-    if v_hat is not None:
-        xp.maximum(v_hat, v, out=v_hat)
-        v = v_hat
-    # lr/(1-beta1^t) * m / (sqrt(v)/c + eps) with c = sqrt(1-beta2^t), written as
-    # (lr c/(1-beta1^t)) * m / (sqrt(v) + eps c): one pass fewer, same value up to rounding
-    c = math.sqrt(1 - beta2**t)
-    xp.sqrt(v, out=buf)
-    buf += cfg.eps * c  # denominator, times c
-    xp.divide(m, buf, out=buf)
-    buf *= lr * c / (1 - beta1**t)
-    p -= buf
-
-
-def _sgd(p, g, b, first, lr, cfg):
-    """SGD on one set of arrays; with momentum when its buffer ``b`` is given
-    (``first``: the parameter's first step)."""
-    xp = array_module(p)
-    if cfg.weight_decay != 0:
-        g_wd = p * cfg.weight_decay  # temporary 1
-        g_wd += g
-        g = g_wd  # g + weight_decay * p
-    if b is not None:
-        if first:
-            xp.copyto(b, g)  # torch: buffer = clone(g) at the first step
-        else:
-            b *= cfg.momentum
-            b += g
-        g = b
-    buf = xp.multiply(g, lr)  # temporary 2
-    p -= buf
+        beta1, beta2 = cfg.betas
+        m = beta1 * state["exp_avg"][name] + (1 - beta1) * g  # first moment
+        v = beta2 * state["exp_avg_sq"][name] + (1 - beta2) * (g * g)  # second moment
+        state["exp_avg"][name], state["exp_avg_sq"][name] = m, v
+        if cfg.name == "amsgrad":
+            v = array_module(v).maximum(state["max_exp_avg_sq"][name], v)  # running maximum
+            state["max_exp_avg_sq"][name] = v
+        m_hat = m / (1 - beta1**t)  # bias corrections
+        v_hat = v / (1 - beta2**t)
+        p -= lr * m_hat / (array_module(p).sqrt(v_hat) + cfg.eps)
 
 
 def lr_at_epoch(epoch, lr, milestones, factor):
