@@ -29,7 +29,7 @@ from bioplaus.data.train_data import TrainData
 from bioplaus.net.forward import dropout_masks
 from bioplaus.net.model import build_model
 from bioplaus.net.restore import load_arrays
-from bioplaus.progress import Progress
+from bioplaus.progress import Bar, RunClock, hms, wrap
 from bioplaus.rules.registry import get_rule
 from bioplaus.rules.step import step_updates
 
@@ -165,8 +165,9 @@ class Trainer:
                         history=self.history, partial=self.partial, meta=meta,
                         keep_previous=self._keep_previous)
         self._keep_previous = True
+        extra = {"partial_record": self.partial_record} if getattr(self, "partial_record", None) else {}
         save_log(os.path.join(self.out_dir, LOG), self.history,
-                 {**meta, "config": self.cfg.to_dict()},
+                 {**meta, "config": self.cfg.to_dict(), **extra},
                  alignment=self.alignment.columns() if self.alignment and self.alignment.rows
                  else None)
 
@@ -235,13 +236,19 @@ class Trainer:
                 rec[f"block{i}_test_error"] = eval_res["exit_errors"][i]
         return rec
 
+    def block_losses(self) -> tuple:
+        """The per-block losses the rule has (none for backprop, fa, frc-*)."""
+        rule = self.model.rule
+        return tuple(k for k, on in (("loss_pred", rule.pred), ("loss_sim", rule.sim)) if on)
+
     def _print_epoch(self, rec: dict) -> None:
         lines = [f"Train epoch={rec['epoch']}, lr={rec['lr']:.2e}, "
                  f"loss_global={rec['train_loss_global']:.4f}, error={rec['train_error']:.3f}%, "
-                 f"steps={rec['steps']}, wall={rec['wall_s']:.0f}s"]
+                 f"steps={rec['steps']}, wall={hms(rec['wall_s'])}"]
+        applies = self.block_losses()
         for i, b in enumerate(self.model.spec.blocks):
-            s = (f"  {b.name} ({b.kind} {b.n_in}->{b.n_out}): loss_pred={rec[f'block{i}_loss_pred']:.4f}, "
-                 f"loss_sim={rec[f'block{i}_loss_sim']:.4f}")
+            s = f"  {b.name} ({b.kind} {b.n_in}->{b.n_out}):" + ",".join(
+                f" {k}={rec[f'block{i}_{k}']:.4f}" for k in applies)
             if f"block{i}_train_error" in rec:
                 s += f", train_error={rec[f'block{i}_train_error']:.3f}%"
             if f"block{i}_test_error" in rec:
@@ -249,6 +256,11 @@ class Trainer:
             lines.append(s)
         lines.append(f"{rec['eval_split'].capitalize()} loss_global={rec['test_loss']:.4f}, "
                      f"error={rec['test_error']:.3f}%")
+        if getattr(self, "clock", None) is not None:
+            c = self.clock
+            lines.append(f"Time: epoch {hms(c.epoch_s)}, run {hms(c.elapsed())} elapsed, "
+                         f"{hms(c.remaining(rec['epoch'] + 1))} left "
+                         f"(step {c.step:,} of {c.total_steps:,})")
         text = "\n".join(lines)
         self.log(text)
         with open(os.path.join(self.out_dir, TEXT_LOG), "a") as f:
@@ -263,7 +275,7 @@ class Trainer:
                     f"{self.command or '(no command recorded)'}; commit {git_commit()}; "
                     f"{machine_description(self.xp)}\n")
         last_save = time.time()
-        stop = {"flag": False}
+        stop = self._stop = {"flag": False}
         prev = None
         if hasattr(signal, "SIGINT"):
             def on_int(signum, frame):
@@ -277,17 +289,21 @@ class Trainer:
                 lr = optim.lr_at_epoch(self.epoch, cfg.lr, cfg.lr_decay_milestones,
                                        cfg.lr_decay_fact)
                 nb = self.data.batches_per_epoch
-                bar = Progress(nb, f"epoch {self.epoch}/{cfg.epochs}", enabled=self.show_progress,
-                               start=self.batch)
+                clock = self._clock(nb)
+                bar = Bar(clock.steps_in_epoch(self.epoch), f"epoch {self.epoch}/{clock.last_epoch}",
+                          unit="step", initial=self.batch, enabled=self.show_progress)
+                clock.epoch_t0 = time.time()
                 for xb, yb in self.data.train_batches(self.epoch, self.batch):
-                    t = time.time()
                     self._train_batch(xb, yb, lr)
                     self.batch += 1
                     self.step += 1
                     out = self.partial.get(self.model.spec.out_name, {})
                     n = max(self.partial.get("_n", 1), 1)
-                    bar.update(self.batch, int(xb.shape[0]) / max(time.time() - t, 1e-9),
-                               out.get("loss_global", 0.0) / n)
+                    clock.stepped()
+                    bar.update(1, clock.postfix(self.epoch, out.get("loss_global", 0.0) / n))
+                    line = clock.estimate_line()
+                    if line:
+                        (bar.write if bar.tty and self.show_progress else self.log)(line)
                     if self.on_step is not None:
                         self.on_step(self)
                     hit_max = cfg.max_steps and self.step >= cfg.max_steps
@@ -304,7 +320,8 @@ class Trainer:
                         bar.close()
                         return self._finish_partial(lr)
                 bar.close()
-                ev = evaluate(self.model, self.data.eval_batches(), self.data.eval_split)
+                ev = self._evaluate()
+                clock.epoch_s = time.time() - clock.epoch_t0
                 rec = self._epoch_record(lr, ev, self.wall_before + time.time() - self.t0)
                 self.history.append(rec)
                 self._print_epoch(rec)
@@ -322,8 +339,37 @@ class Trainer:
 
     def _finish_partial(self, lr) -> dict:
         """--max-steps stopped mid-epoch: evaluate and report (not added to history)."""
-        ev = evaluate(self.model, self.data.eval_batches(), self.data.eval_split)
+        ev = self._evaluate()
+        self.clock.epoch_s = time.time() - self.clock.epoch_t0
         rec = self._epoch_record(lr, ev, self.wall_before + time.time() - self.t0)
         rec["partial_epoch"] = True
         self._print_epoch(rec)
+        self.partial_record = rec  # kept in log.h5's meta (plot shows it), not in its history
+        self.save()
         return rec
+
+    # --------------------------------------------------------- progress hooks
+    def _clock(self, steps_per_epoch: int) -> RunClock:
+        if getattr(self, "clock", None) is None:
+            self.clock = RunClock(epochs=self.cfg.epochs, steps_per_epoch=steps_per_epoch,
+                                  max_steps=self.cfg.max_steps, step=self.step,
+                                  wall_before=self.wall_before)
+        return self.clock
+
+    def _evaluate(self) -> dict:
+        """The evaluation under a progress bar; Ctrl-C ends it (checkpoint kept:
+        --resume evaluates the epoch again)."""
+        stop = getattr(self, "_stop", {"flag": False})
+        t = time.time()
+        batches = wrap(self.data.eval_batches(), len(self.data.eval_loader),
+                       f"evaluating epoch {self.epoch} ({self.data.eval_split} set)", unit="batch",
+                       enabled=self.show_progress, stop=lambda: stop["flag"])
+        ev = evaluate(self.model, batches, self.data.eval_split)
+        if stop["flag"]:
+            self.save()
+            raise Interrupted(f"interrupted during the evaluation of epoch {self.epoch} (its "
+                              f"training is done); checkpoint written to {self.out_dir}; "
+                              "--resume evaluates it again and goes on")
+        if getattr(self, "clock", None) is not None:
+            self.clock.evaluated(time.time() - t)
+        return ev

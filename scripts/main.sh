@@ -7,7 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh run
 bin="${VIRTUAL_ENV:-.venv}/bin"
-out="out/main-fashion-mnist-mlp-predsim"
-rm -rf "$out"
 exec "$bin/bioplaus" train --dataset fashion-mnist --net mlp --rule predsim --nonlin leakyrelu \
-  --dropout 0.025 --epochs 2 --lr-decay-milestones 100,150,175,188 --out "$out" "$@"
+  --dropout 0.025 --epochs 2 --lr-decay-milestones 100,150,175,188 \
+  --out out/main-fashion-mnist-mlp-predsim --overwrite "$@"

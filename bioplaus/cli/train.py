@@ -85,7 +85,12 @@ def _errors():
               help="A recipe file (runs/*.toml): its options are the defaults, options given here override them.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Run directory for checkpoint.h5, log.h5, train.log. [out/<dataset>-<net>-<rule>]")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its checkpoint, with its configuration "
+                   "(options given here must agree with it; --epochs, --max-steps, --device "
+                   "and --data-dir may change).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a run already in --out (its log, checkpoint and figures are deleted).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--checkpoint-every", type=float, default=300.0, show_default=True,
               help="Seconds between mid-epoch checkpoints.")
@@ -93,19 +98,32 @@ def _errors():
               help="Every N steps, record each layer's angle to the backprop gradient "
                    "into log.h5 (see `bioplaus align`, docs/alignment.md). [0: off]")
 @_add_options
-def train(recipe, out_dir, resume, no_progress, checkpoint_every, log_alignment, **opts):
+def train(recipe, out_dir, resume, overwrite, no_progress, checkpoint_every, log_alignment, **opts):
     """Train a net with a learning rule.
 
     Example: bioplaus train --rule pred-bio --net vgg8b --dataset fashion-mnist
     """
+    from bioplaus.cli.resume import explicit_options, guard_new_run, resume_config
+    from bioplaus.progress import hms
     from bioplaus.rules.registry import RULES
     from bioplaus.train import Interrupted, Trainer, TrainingDiverged
 
+    if resume and overwrite:
+        raise click.UsageError("--resume continues the run in --out, --overwrite replaces it: "
+                               "give one of them")
     try:
         cfg = build_config(recipe, opts)
+        out_dir = out_dir or os.path.join("out", f"{cfg.dataset}-{cfg.net}-{cfg.rule}")
+        if resume:
+            fields = [f for _, f, _, _ in _OPTS] + ["lr_decay_milestones", "cutout"]
+            explicit = explicit_options(click.get_current_context(), fields)
+            if recipe:
+                explicit |= set(load_recipe(recipe).config)
+            cfg = resume_config(out_dir, cfg.to_dict(), explicit)
         if cfg.rule not in RULES:
             raise ConfigError(f"unknown rule {cfg.rule!r}; known rules: {', '.join(RULES)}")
-        out_dir = out_dir or os.path.join("out", f"{cfg.dataset}-{cfg.net}-{cfg.rule}")
+        if not resume:
+            guard_new_run(out_dir, overwrite)
         trainer = Trainer(cfg, out_dir, resume=resume, log=click.echo, progress=not no_progress,
                           checkpoint_every_s=checkpoint_every,
                           command=" ".join(["bioplaus", *sys.argv[1:]]),
@@ -113,6 +131,13 @@ def train(recipe, out_dir, resume, no_progress, checkpoint_every, log_alignment,
         click.echo(f"bioplaus train: {cfg.rule} on {cfg.net} ({trainer.model.param_count():,} "
                    f"trained parameters incl. local heads), {cfg.dataset}, device {cfg.device}, "
                    f"out {out_dir}")
+        if cfg.max_steps:
+            n_eval = len(trainer.data.eval_split_data.labels)
+            split = trainer.data.eval_split
+            click.echo(f"--max-steps {cfg.max_steps}: stops after step {cfg.max_steps}, then "
+                       f"evaluates on the {split} set: {n_eval:,} examples"
+                       + ("" if cfg.test_subset or split == "val" else
+                          " (all of it; --test-subset N evaluates a seeded subset of N)"))
         rec = trainer.run()
     except _errors() as exc:
         raise click.ClickException(str(exc)) from None
@@ -124,7 +149,7 @@ def train(recipe, out_dir, resume, no_progress, checkpoint_every, log_alignment,
         sys.exit(130)
     if rec:
         click.echo(f"final {rec['eval_split']} error: {rec['test_error']:.2f}% "
-                   f"(epoch {rec['epoch']}, {rec['steps']} steps, {rec['wall_s']:.0f}s)")
+                   f"(epoch {rec['epoch']}, {rec['steps']} steps, wall {hms(rec['wall_s'])})")
 
 
 @click.command("eval")
