@@ -21,7 +21,8 @@ from click.core import ParameterSource
 from bioplaus.config import RESUME_IGNORED, Config
 
 # The files a run writes into its directory (bioplaus.train and bioplaus.plot).
-RUN_FILES = ("checkpoint.h5", "log.h5", "train.log", "errors.png", "exits.png")
+RUN_FILES = ("checkpoint.h5", "checkpoint.prev.h5", "log.h5", "train.log", "errors.png",
+             "exits.png")
 
 
 def explicit_options(ctx: click.Context, names) -> set[str]:
@@ -41,7 +42,7 @@ def guard_new_run(out_dir: str, overwrite: bool, echo=click.echo) -> None:
     if not found:
         return
     if not overwrite:
-        resumable = "checkpoint.h5" in found
+        resumable = "checkpoint.h5" in found or "checkpoint.prev.h5" in found
         raise click.ClickException(
             f"{out_dir} already holds a run ({', '.join(found)}); refusing to overwrite it. "
             + ("Continue it with `bioplaus train --out " + out_dir + " --resume`, r"
@@ -59,20 +60,26 @@ def _flag(field: str) -> str:
 def resume_config(out_dir: str, given: dict, explicit: set[str]) -> Config:
     """The checkpoint's configuration, with the result-neutral options of
     ``explicit`` taken from ``given``; the others must agree with the run."""
-    from bioplaus.io import CheckpointError, load_checkpoint
+    from bioplaus.io import CheckpointError, prev_path, read_checkpoint_header
 
     ckpt = os.path.join(out_dir, "checkpoint.h5")
-    if not os.path.exists(ckpt):
+    if not os.path.exists(ckpt) and not os.path.exists(prev_path(ckpt)):
         if os.path.exists(os.path.join(out_dir, "log.h5")):
             raise click.ClickException(
                 f"--resume: {out_dir} holds a run log but no checkpoint.h5 (recorded runs keep "
                 "only their log), so there is nothing to continue from")
         raise click.ClickException(f"--resume: {ckpt}: no such file (nothing to resume; "
                                    "leave out --resume to start a run there)")
-    try:
-        ck = load_checkpoint(ckpt)
-    except CheckpointError as exc:
-        raise click.ClickException(str(exc)) from None
+    ck, errors = None, []
+    for path in (ckpt, prev_path(ckpt)):  # the newest, else the one before it (as train does)
+        if os.path.exists(path):
+            try:
+                ck = read_checkpoint_header(path)  # the configuration and position only
+                break
+            except CheckpointError as exc:
+                errors.append(str(exc))
+    if ck is None:
+        raise click.ClickException("; ".join(errors))
     run = Config.from_dict(ck["config"]).to_dict()  # the same types as ``given``
     conflicts = [f"{_flag(k)} {given[k]!r} (the run: {run.get(k)!r})"
                  for k in sorted(explicit) if k not in RESUME_IGNORED and given[k] != run.get(k)]
