@@ -333,11 +333,11 @@ def _content_check(info: DatasetInfo, filename: str):
         return None
 
     def accept(path: Path) -> bool:
-        import gzip  # noqa: PLC0415
+        from bioplaus.data import formats  # noqa: PLC0415
 
-        try:
-            return sha256_hex(gzip.decompress(Path(path).read_bytes())) == sha
-        except (OSError, EOFError):
+        try:  # decompressed as a stream, capped at the size the IDX header declares
+            return sha256_hex(formats.gunzip_idx(Path(path).read_bytes(), path)) == sha
+        except (OSError, DataError):
             return False
 
     return accept

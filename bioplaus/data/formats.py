@@ -29,7 +29,7 @@ transposed; ``*_y.bin`` holds one byte per example in 1..10.
 """
 from __future__ import annotations
 
-import gzip
+import math
 import zlib
 
 import numpy as np
@@ -40,16 +40,89 @@ IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801
 
 
-def gunzip(raw: bytes, path) -> bytes:
-    """Decompress a whole gzip stream; a truncated or damaged one is an error."""
+# The largest decompressed file any registered IDX dataset has is 47 MB
+# (60000 28x28 images); a header declaring more than this is refused.
+IDX_MAX_BYTES = 1 << 28
+_GZ_CHUNK = 1 << 20
+
+
+def gunzip(raw: bytes, path, limit: int | None = None) -> bytes:
+    """Decompress one gzip stream, as a stream: never more than ``limit`` bytes
+    of output are produced (more is an error), a truncated or damaged stream
+    is an error."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = bytearray()
+    view = memoryview(raw)
+    pos = 0
     try:
-        return gzip.decompress(raw)
-    except EOFError:
-        raise DataError(f"{path}: truncated gzip file ({len(raw)} bytes): the compressed "
-                        "stream ends before its end marker; download it again") from None
-    except (OSError, zlib.error) as exc:
+        while not d.eof:
+            if d.unconsumed_tail:
+                chunk = d.unconsumed_tail
+            elif pos < len(view):
+                chunk = view[pos:pos + _GZ_CHUNK]
+                pos += len(chunk)
+            else:
+                break
+            room = _GZ_CHUNK if limit is None else min(_GZ_CHUNK, limit - len(out) + 1)
+            out += d.decompress(chunk, room)
+            if limit is not None and len(out) > limit:
+                raise DataError(f"{path}: decompresses to more than the {limit:,} bytes "
+                                "its header declares; the file is damaged or not the genuine "
+                                "one (refused before decompressing further)")
+    except zlib.error as exc:
         raise DataError(f"{path}: not a valid gzip file ({exc}); expected the .gz file "
                         "as distributed, or its decompressed IDX file without the .gz suffix") from None
+    if not d.eof:
+        raise DataError(f"{path}: truncated gzip file ({len(raw)} bytes): the compressed "
+                        "stream ends before its end marker; download it again")
+    if d.unused_data or pos < len(view):
+        raise DataError(f"{path}: unexpected bytes after the end of its gzip stream; the file "
+                        "is damaged")
+    return bytes(out)
+
+
+def idx_declared_size(header: bytes, path, max_bytes: int = IDX_MAX_BYTES) -> int | None:
+    """Total bytes (header and data) an IDX file's header declares, from its
+    first bytes; None when ``header`` is too short to tell. Sizes are Python
+    integers (no overflow); more than ``max_bytes`` is refused."""
+    if len(header) < 4:
+        return None
+    ndim = header[3]
+    if len(header) < 4 + 4 * ndim:
+        return None
+    dims = [int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    total = 4 + 4 * ndim + math.prod(dims)
+    if total > max_bytes:
+        raise DataError(f"{path}: its IDX header declares {'x'.join(map(str, dims))} = "
+                        f"{math.prod(dims):,} bytes of data, more than the {max_bytes:,} any "
+                        "dataset here has; the file is damaged")
+    return total
+
+
+def gunzip_idx(raw: bytes, path, max_bytes: int = IDX_MAX_BYTES) -> bytes:
+    """Decompress a ``.gz`` IDX file, capped at the size its header declares."""
+    head = gunzip_prefix(raw, path, 4)
+    ndim = head[3] if len(head) >= 4 else 0
+    head = gunzip_prefix(raw, path, 4 + 4 * ndim)
+    declared = idx_declared_size(head, path, max_bytes)
+    return gunzip(raw, path, limit=declared if declared is not None else 4 + 4 * ndim)
+
+
+def gunzip_prefix(raw: bytes, path, n: int) -> bytes:
+    """The first ``n`` decompressed bytes (fewer if the stream is shorter)."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = bytearray()
+    pos = 0
+    try:
+        while len(out) < n and not d.eof and (pos < len(raw) or d.unconsumed_tail):
+            chunk = d.unconsumed_tail or raw[pos:pos + 4096]
+            if not d.unconsumed_tail:
+                pos += len(chunk)
+            out += d.decompress(chunk, n - len(out))
+    except zlib.error as exc:
+        raise DataError(f"{path}: not a valid gzip file ({exc}); expected the .gz file "
+                        "as distributed, or its decompressed IDX file without the .gz suffix") from None
+    return bytes(out)
 
 
 def parse_idx(data: bytes, path, magic: int) -> np.ndarray:
@@ -73,7 +146,7 @@ def parse_idx(data: bytes, path, magic: int) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX file: {len(data)} bytes, shorter than its "
                         f"{header}-byte header")
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # Python integers: no overflow
     have = len(data) - header
     shape = "x".join(map(str, dims))
     if have < expected:
