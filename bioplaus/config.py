@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 
@@ -76,14 +77,22 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
+        """A Config from a recipe's or a checkpoint's table: unknown keys, wrong
+        types (a bool or a string for a number, 1.5 for an integer) and
+        non-finite numbers are refused (:func:`check_types`); ranges are
+        :func:`validate`'s."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"the configuration must be a table of options, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown configuration keys: {', '.join(unknown)}; "
                               f"known keys: {', '.join(sorted(names))}")
         d = dict(d)
-        if "lr_decay_milestones" in d:
-            d["lr_decay_milestones"] = tuple(int(m) for m in d["lr_decay_milestones"])
+        if isinstance(d.get("lr_decay_milestones"), list):
+            d["lr_decay_milestones"] = tuple(d["lr_decay_milestones"])
+        check_types(d)
+        d = {k: (float(v) if k in _FLOATS and v is not None else v) for k, v in d.items()}
         return cls(**d)
 
 
@@ -98,15 +107,95 @@ def differences(a: Config, b: Config, ignore=RESUME_IGNORED) -> list[str]:
             for k in sorted(da) if k not in ignore and da[k] != db[k]]
 
 
+def _opt(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+# Typed fields: integers (with their least value), floats, strings, the rest.
+_INTS = {"num_hidden": 1, "dim_in_decoder": 1, "target_proj_size": 1, "layerwise_epochs": 0,
+         "batch_size": 1, "epochs": 1, "classes_per_batch": 0,
+         "classes_per_batch_until_epoch": 0, "length": 0, "val_size": 0, "train_subset": 0,
+         "test_subset": 0, "max_steps": 0, "seed": 0}
+_FLOATS = ("feat_mult", "dropout", "bn_momentum", "bn_eps", "beta", "lr", "lr_decay_fact",
+           "momentum", "weight_decay")
+_STRS = ("rule", "net", "dataset", "nonlin", "frc_loss", "optim", "device", "dtype")
+_MEANING_OF_0 = {"layerwise_epochs": "0: all blocks at once", "classes_per_batch": "0: random",
+                 "classes_per_batch_until_epoch": "0: always", "val_size": "0: the test set",
+                 "train_subset": "0: all", "test_subset": "0: all", "max_steps": "0: no limit",
+                 "length": "0: no hole"}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _err(key: str, value, right: str) -> ConfigError:
+    shown = repr(value) if not isinstance(value, str) or len(value) < 80 else repr(value[:77] + "...")
+    return ConfigError(f"{_opt(key)} must be {right}, got {shown} "
+                       f"({type(value).__name__}; recipe key {key})")
+
+
+def check_types(d: dict) -> None:
+    """Refuse values of the wrong type (the first one found, named)."""
+    for key, v in d.items():
+        if key in _INTS:
+            if not _is_int(v):
+                raise _err(key, v, "an integer")
+        elif key == "num_layers":
+            if v is not None and not _is_int(v):
+                raise _err(key, v, "an integer (or absent: the net's default)")
+        elif key in _FLOATS:
+            if not (_is_int(v) or isinstance(v, float)):
+                raise _err(key, v, "a number")
+            if not math.isfinite(float(v)):
+                raise _err(key, v, "a finite number")
+        elif key in _STRS:
+            if not isinstance(v, str):
+                raise _err(key, v, "a string")
+        elif key == "data_dir":
+            if v is not None and not isinstance(v, str):
+                raise _err(key, v, "a path (a string)")
+        elif key == "cutout":
+            if not isinstance(v, bool):
+                raise _err(key, v, "true or false")
+        elif key == "lr_decay_milestones":
+            if not isinstance(v, (tuple, list)) or not all(_is_int(m) for m in v):
+                raise _err(key, v, "a list of integers (epochs)")
+        elif key == "extra":
+            if not isinstance(v, dict):
+                raise _err(key, v, "a table")
+
+
+def check_seconds(option: str, value) -> float:
+    """A positive, finite number of seconds (``--checkpoint-every``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value > 0):
+        raise ConfigError(f"{option} must be a positive, finite number of seconds, got {value!r}")
+    return float(value)
+
+
 def validate(cfg: Config) -> None:
-    """Range checks that do not depend on the rule or net registries."""
+    """Type and range checks that do not depend on the rule or net registries."""
+    check_types(cfg.to_dict() | {"lr_decay_milestones": cfg.lr_decay_milestones})
+    for key, least in _INTS.items():
+        v = getattr(cfg, key)
+        if v < least:
+            zero = f" ({_MEANING_OF_0[key]})" if key in _MEANING_OF_0 else ""
+            raise ConfigError(f"{_opt(key)} must be >= {least}{zero}, got {v}")
+    ms = list(cfg.lr_decay_milestones)
     checks = [
+        (cfg.num_layers is None or cfg.num_layers >= 1,
+         f"--num-layers must be >= 1, got {cfg.num_layers}"),
         (0.0 <= cfg.dropout < 1.0, f"--dropout must be in [0, 1), got {cfg.dropout}"),
         (0.0 <= cfg.beta <= 1.0, f"--beta must be in [0, 1], got {cfg.beta}"),
-        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
-        (cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
         (cfg.lr > 0, f"--lr must be positive, got {cfg.lr}"),
-        (cfg.dim_in_decoder >= 1, f"--dim-in-decoder must be >= 1, got {cfg.dim_in_decoder}"),
+        (cfg.lr_decay_fact > 0, f"--lr-decay-fact must be positive (the learning rate is "
+                                f"multiplied by it), got {cfg.lr_decay_fact}"),
+        (cfg.feat_mult > 0, f"--feat-mult must be positive, got {cfg.feat_mult}"),
+        (0.0 <= cfg.bn_momentum <= 1.0, f"bn_momentum must be in [0, 1], got {cfg.bn_momentum}"),
+        (cfg.bn_eps > 0, f"bn_eps must be positive, got {cfg.bn_eps}"),
+        (0.0 <= cfg.momentum < 1.0, f"--momentum must be in [0, 1), got {cfg.momentum}"),
+        (cfg.weight_decay >= 0, f"--weight-decay must be >= 0, got {cfg.weight_decay}"),
         (cfg.optim in ("adam", "amsgrad", "sgd"),
          f"--optim must be one of adam, amsgrad, sgd, got {cfg.optim!r}"),
         (cfg.nonlin in ("relu", "leakyrelu"),
@@ -114,10 +203,9 @@ def validate(cfg: Config) -> None:
         (cfg.frc_loss in ("ce", "hinge"), f"--frc-loss must be ce or hinge, got {cfg.frc_loss!r}"),
         (cfg.dtype in ("float32", "float64"), f"dtype must be float32 or float64, got {cfg.dtype!r}"),
         (cfg.device in ("cpu", "gpu"), f"--device must be cpu or gpu, got {cfg.device!r}"),
-        (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
-        (cfg.layerwise_epochs >= 0, f"--layerwise-epochs must be >= 0, got {cfg.layerwise_epochs}"),
-        (list(cfg.lr_decay_milestones) == sorted(cfg.lr_decay_milestones),
-         f"--lr-decay-milestones must increase, got {list(cfg.lr_decay_milestones)}"),
+        (all(m >= 1 for m in ms), f"--lr-decay-milestones must be positive epochs, got {ms}"),
+        (all(a < b for a, b in zip(ms, ms[1:])),
+         f"--lr-decay-milestones must increase, got {ms}"),
     ]
     for ok, msg in checks:
         if not ok:

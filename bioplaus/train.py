@@ -22,7 +22,7 @@ import numpy as np
 from bioplaus import backend, optim
 from bioplaus import checks
 from bioplaus.align import AlignmentLog
-from bioplaus.config import Config, validate
+from bioplaus.config import Config, check_seconds, validate
 from bioplaus.evaluate import evaluate
 from bioplaus.io import CheckpointError, load_log, prev_path, save_checkpoint, save_log
 from bioplaus.data.train_data import TrainData
@@ -106,7 +106,7 @@ class Trainer:
         self.out_dir = out_dir
         self.log = log
         self.show_progress = progress
-        self.checkpoint_every_s = checkpoint_every_s
+        self.checkpoint_every_s = check_seconds("--checkpoint-every", checkpoint_every_s)
         self.on_step = on_step  # called as on_step(trainer) after every step
         self.command = command  # the command line, recorded in the run log
         self.xp = backend.get_xp(cfg.device)
