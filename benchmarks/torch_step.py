@@ -96,7 +96,7 @@ class TorchStep:
             strict_float32()
         self.spec, self.rule, self.heads = model.spec, rule, model.heads
         cfg = model.cfg
-        self.nonlin, self.beta = model.nonlin, float(model.beta)
+        self.nonlin, self.weights = model.nonlin, model.weights
         self.momentum, self.eps = cfg.bn_momentum, cfg.bn_eps
         self.dropout = float(dropout)
 
@@ -147,7 +147,6 @@ class TorchStep:
     def local_loss(self, i, b, h, y, Y):
         """The block's local loss (Nøkland & Eidnes 2019, Sec. 3)."""
         rule, p, geom = self.rule, b.name + ".", self.heads[i]
-        both = rule.pred and rule.sim
         L = 0.0
         if rule.pred:
             f = h
@@ -156,7 +155,7 @@ class TorchStep:
                                  padding=geom.pool_pad, count_include_pad=True)
             f = f.reshape(f.shape[0], -1)
             W, bias = self.P[p + "decoder_y.weight"], self.P[p + "decoder_y.bias"]
-            w = (1.0 - self.beta) if both else 1.0
+            w = self.weights.pred
             if rule.bio:
                 z = _LinearFA.apply(f, W, self.fixed[p + "decoder_y.weight_fa"], bias)
                 L = L + w * F.binary_cross_entropy_with_logits(z, self.codes[b.name][y])
@@ -167,7 +166,7 @@ class TorchStep:
                 r = F.conv2d(h, self.P[p + "conv_loss.weight"], None, stride=1, padding=1)
             else:
                 r = F.linear(h, self.P[p + "linear_loss.weight"])
-            w = self.beta if both else 1.0
+            w = self.weights.sim
             L = L + w * F.mse_loss(similarity_matrix(r), similarity_matrix(Y))
         return L
 
@@ -197,8 +196,8 @@ class TorchStep:
             a = out.detach()
         logits = F.linear(a.reshape(a.shape[0], -1), self.P[o + "weight"], self.P[o + "bias"])
         L = F.cross_entropy(logits, y)
-        if self.rule.uses_beta:
-            L = (1.0 - self.beta) * L
+        if self.weights.out != 1.0:
+            L = self.weights.out * L
         L.backward()
         opt = self.opts[self.spec.out_name]
         self._update(opt)

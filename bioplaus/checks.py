@@ -216,7 +216,8 @@ def load_model(path, *, device: str = "cpu", data_dir=None, log=print):
             xp = backend.get_xp(device)
             dtype = np.float64 if cfg.dtype == "float64" else np.float32
             data = TrainData(cfg, xp, dtype)
-            model = build_model(cfg, data.input_shape, data.num_classes, xp=xp, dtype=dtype)
+            model = build_model(cfg, data.input_shape, data.num_classes, xp=xp, dtype=dtype,
+                                reference=cfg.reference)
             ocfg = optim.OptimConfig(name=cfg.optim, momentum=cfg.momentum,
                                      weight_decay=cfg.weight_decay)
             states = {g: optim.init_state(model.group_params(g), ocfg) for g in model.groups}

@@ -62,6 +62,9 @@ class Config:
     seed: int = 1
     device: str = "cpu"
     dtype: str = "float32"
+    # the reference ops end to end (the equations as written) instead of the
+    # fast wing's twins (bioplaus.kernels); the same results, slower
+    reference: bool = False
     extra: dict = field(default_factory=dict)
 
     def replace(self, **kw) -> "Config":

@@ -6,38 +6,24 @@ early exit: error at each depth against the compute spent to reach it.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from bioplaus import losses
 from bioplaus.net.forward import forward_block, output_layer
-from bioplaus.ops import linear as lin_ops
-from bioplaus.rules import frc, local
 
 
 def evaluate_batch(model, x):
     """Evaluation forward (running statistics, no dropout).
 
     Returns ``(logits, exits)``: ``exits[i]`` is block i's local classifier
-    prediction (n,) or None when the rule has no local classifier.
+    prediction (n,) or None when the rule has no local classifier (the rule
+    module's ``exit_scores`` gives None, or it has none).
     """
+    impl = model.rule.impl
+    exit_scores = getattr(impl, "exit_scores", None)
     exits = []
     a = x
-    rule = model.rule
     for i, b in enumerate(model.spec.blocks):
         out, h, _ = forward_block(model, b, a, None, False, pool_backward=False)
-        pred = None
-        p = f"{b.name}."
-        if rule.pred:
-            f, _ = local.decoder_input(h, model.heads[i])
-            y_hat, _ = lin_ops.linear_forward(f, model.params[p + "decoder_y.weight"],
-                                              model.params[p + "decoder_y.bias"])
-            pred = local.exit_prediction(model, i, y_hat)
-        elif rule.frc:
-            M = model.params.get(p + "frc.M")
-            M = model.fixed[p + "frc.M"] if M is None else M
-            y_l = out.reshape(out.shape[0], -1) @ M.T
-            pred = frc.exit_prediction(model, i, y_l)
-        exits.append(pred)
+        scores = None if exit_scores is None else exit_scores(model, i, h, out)
+        exits.append(None if scores is None else impl.exit_prediction(model, i, scores))
         a = out
     logits, _ = output_layer(model, a)
     return logits, exits
@@ -55,7 +41,7 @@ def evaluate(model, batches, split: str = "test") -> dict:
     exit_correct = None
     for x, y in batches:
         logits, exits = evaluate_batch(model, x)
-        L, _ = losses.softmax_cross_entropy(logits, y)
+        L, _ = model.k.softmax_cross_entropy(logits, y)
         m = int(y.shape[0])
         loss_sum += float(L) * m
         correct += int((logits.argmax(axis=1) == y).sum())
@@ -66,7 +52,7 @@ def evaluate(model, batches, split: str = "test") -> dict:
                 exit_correct[i] += int((e == y).sum())
         n += m
     n = max(n, 1)
-    scale = (1.0 - model.beta) if model.rule.uses_beta else 1.0  # as the reference prints it
+    scale = model.weights.out  # as the reference prints it
     return {"split": split, "examples": n, "loss": scale * loss_sum / n,
             "error": 100.0 * (1 - correct / n),
             "exit_errors": [None if c is None else 100.0 * (1 - c / n)
@@ -74,14 +60,9 @@ def evaluate(model, batches, split: str = "test") -> dict:
 
 
 def head_macs(model, i: int) -> int:
-    """Multiply-accumulates per example of block i's local classifier."""
-    b = model.spec.blocks[i]
-    C = model.spec.num_classes
-    if model.rule.frc:
-        return C * int(np.prod(b.out_shape))
-    if model.rule.pred:
-        return model.params[f"{b.name}.decoder_y.weight"].shape[0] * model.heads[i].dim_in
-    return 0
+    """Multiply-accumulates per example of block i's local classifier (0 without one)."""
+    macs = getattr(model.rule.impl, "head_macs", None)
+    return 0 if macs is None else macs(model, i)
 
 
 def exit_table(model, result: dict) -> list[dict]:

@@ -26,11 +26,11 @@ from bioplaus.rules.step import step_updates
 
 def compute_oracle(cfg, x, y, num_classes: int) -> dict:
     """Run one float64 step of ``cfg.rule`` on (x, y) and return every array."""
-    cfg = cfg.replace(dropout=0.0, dtype="float64")
+    cfg = cfg.replace(dropout=0.0, dtype="float64", reference=True)
     xp = np
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
-    model = build_model(cfg, x.shape[1:], num_classes, xp=xp, dtype=np.float64)
+    model = build_model(cfg, x.shape[1:], num_classes, xp=xp, dtype=np.float64, reference=True)
     params = {k: v.copy() for k, v in model.params.items()}
     buffers = {k: v.copy() for k, v in model.buffers.items()}
     masks = [None] * len(model.spec.blocks)
@@ -53,7 +53,7 @@ def oracle_attrs(cfg, result) -> dict:
 
     return {"rule": cfg.rule, "net": cfg.net, "dataset": cfg.dataset, "seed": int(cfg.seed),
             "batch_size": int(result["x"].shape[0]), "bioplaus_version": __version__,
-            "config": cfg.replace(dropout=0.0, dtype="float64").to_json(),
+            "config": cfg.replace(dropout=0.0, dtype="float64", reference=True).to_json(),
             "losses": json.dumps(result["losses"], sort_keys=True),
             "params_without_update": json.dumps(result["no_update"])}
 

@@ -113,7 +113,7 @@ class Trainer:
         self.dtype = np.float64 if cfg.dtype == "float64" else np.float32
         self.data = TrainData(cfg, self.xp, self.dtype)
         self.model = build_model(cfg, self.data.input_shape, self.data.num_classes,
-                                 xp=self.xp, dtype=self.dtype)
+                                 xp=self.xp, dtype=self.dtype, reference=cfg.reference)
         self.ocfg = _optim_config(cfg)
         self.states = {g: optim.init_state(self.model.group_params(g), self.ocfg)
                        for g in self.model.groups}
@@ -191,7 +191,8 @@ class Trainer:
                         f"non-finite {key} ({v}) in layer {upd.group} at step {self.step} "
                         f"(epoch {self.epoch}, batch {self.batch}); the last good checkpoint "
                         f"in {self.out_dir} is kept — lower --lr or check the data")
-            optim.step(self.model.group_params(upd.group), upd.grads, self.states[upd.group], lr, self.ocfg)
+            self.model.k.optimizer_step(self.model.group_params(upd.group), upd.grads,
+                                        self.states[upd.group], lr, self.ocfg)
             acc = part.setdefault(upd.group, {})
             for k, v in st.items():
                 if v is not None:

@@ -251,11 +251,11 @@ def test_traffic_command_prints_tables_and_totals():
 # -- the profile --------------------------------------------------------------------------------
 def test_profile_times_every_op_and_leaves_the_step_unchanged():
     from bioplaus.bench import profile
-    from bioplaus.ops import act, conv
 
-    originals = {(m.__name__, n): getattr(m, n) for m, names in profile.TIMED for n in names}
-    table = dict(act.ACTIVATIONS)
+    originals = {(m.__name__, n): getattr(m, n, None) for m, names in profile.INTERNALS
+                 for n in names}
     a, b = _tiny_model("predsim", net="vgg8b"), _tiny_model("predsim", net="vgg8b")
+    kernels_before = a.model.k
     a()
     res = profile.profile_step(a, np, steps=2)  # two steps untimed, then two timed
     for _ in range(5):  # b: the same five steps without timers
@@ -263,9 +263,9 @@ def test_profile_times_every_op_and_leaves_the_step_unchanged():
     for k in a.model.params:
         np.testing.assert_array_equal(a.model.params[k], b.model.params[k], err_msg=k)
     # the wrappers are gone again
-    assert {(m.__name__, n): getattr(m, n) for m, names in profile.TIMED for n in names} \
-        == originals
-    assert act.ACTIVATIONS == table and conv.im2col is originals[("bioplaus.ops.conv", "im2col")]
+    assert {(m.__name__, n): getattr(m, n, None) for m, names in profile.INTERNALS
+            for n in names} == originals
+    assert a.model.k is kernels_before
     ops = {name: (calls, ms) for name, calls, ms in res["ops"]}
     # vgg8b: six conv blocks, each an encoder and a learned 3x3 sim head; col2im only for
     # the heads (the block input is detached); one optimizer step per block and the output

@@ -118,8 +118,6 @@ def step_memory_profile(step, xp) -> dict:
     output and the update's gradients (see the module notes); empty for
     global rules, whose updates come after the whole backward pass.
     """
-    from bioplaus import optim
-
     m = step.model
     n = step.x.shape[0]
     itemsize = np.dtype(m.dtype).itemsize
@@ -132,8 +130,8 @@ def step_memory_profile(step, xp) -> dict:
                 out_bytes = n * int(np.prod(b.out_shape)) * itemsize
                 grad_bytes = sum(int(g.nbytes) for g in upd.grads.values() if g is not None)
                 kept.append(max(0, tr.current() - out_bytes - grad_bytes))
-            optim.step(m.group_params(upd.group), upd.grads, step.states[upd.group],
-                       step.cfg.lr, step.ocfg)
+            m.k.optimizer_step(m.group_params(upd.group), upd.grads, step.states[upd.group],
+                               step.cfg.lr, step.ocfg)
         del upd
         peak = tr.peak()
     step.t += 1

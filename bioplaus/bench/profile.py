@@ -1,14 +1,16 @@
 r"""Where a training step's time goes: every hand-written op timed, self time only.
 
-:func:`profile_step` wraps each forward/backward function of
-:mod:`bioplaus.ops`, the similarity matrix (:mod:`bioplaus.similarity`), the
-losses of :mod:`bioplaus.losses` and the optimizer's :func:`bioplaus.optim.step` with
-a timer, runs whole steps (as :class:`~bioplaus.bench.steps.BioplausStep`
+:func:`profile_step` wraps every function of the step's kernels
+(``model.k``, :class:`bioplaus.kernels.Kernels`: the forward/backward
+pairs, the similarity matrix, the losses and the optimizer step, reference
+or fast) and the ops' own helpers listed in :data:`INTERNALS` with a
+timer, runs whole steps (as :class:`~bioplaus.bench.steps.BioplausStep`
 does) and reports per op its calls and *self* time per step: the time
 inside the op less the time of the timed ops it calls (``im2col`` inside
-``conv2d_forward`` is counted once, under ``im2col``). On a GPU the device
-is synchronised before and after every timed call, so each op's time is
-its device time plus its launch cost; the sum is then larger than an
+``conv2d_forward`` is counted once, under ``im2col``). Ops are named
+``<family>.<function>`` after :data:`bioplaus.kernels.TABLE`. On a GPU the
+device is synchronised before and after every timed call, so each op's time
+is its device time plus its launch cost; the sum is then larger than an
 unprofiled step, whose kernels overlap Python's work, and the difference
 shows what asynchrony already hides.
 
@@ -18,26 +20,19 @@ results are the same with and without them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 import time
 
 import numpy as np
 
-from bioplaus import backend, losses, optim, similarity
-from bioplaus.ops import act, avgpool, conv, dropout, linear, norm, pool
+from bioplaus import backend, kernels
+from bioplaus.ops import conv
 
-# (module, function names) of the ops that are timed
-TIMED = (
-    (conv, ("im2col", "col2im", "conv2d_forward", "conv2d_backward")),
-    (linear, ("linear_forward", "linear_backward")),
-    (norm, ("batchnorm_forward", "batchnorm_backward")),
-    (act, ("relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward")),
-    (pool, ("maxpool2d_forward", "maxpool2d_backward")),
-    (avgpool, ("avgpool2d_forward", "avgpool2d_backward")),
-    (dropout, ("dropout_forward", "dropout_backward")),
-    (similarity, ("similarity_matrix_forward", "similarity_matrix_backward")),
-    (losses, ("sim_loss", "softmax_cross_entropy", "bce_with_logits", "squared_hinge")),
-    (optim, ("step",)),
+# (module, function names): helpers the ops call through their module, timed
+# there (where the module has them)
+INTERNALS = (
+    (conv, ("im2col", "col2im")),
 )
 
 
@@ -71,25 +66,26 @@ class _Timers:
 
 
 @contextlib.contextmanager
-def _timed_ops(timers):
-    """Replace every op of :data:`TIMED` (and the activation table) by its timed wrapper."""
+def _timed_ops(timers, model):
+    """Give ``model`` timed kernels and time the :data:`INTERNALS`; undone on exit."""
     saved = []
+    old_k = model.k
     try:
-        for mod, names in TIMED:
+        for mod, names in INTERNALS:
             for name in names:
-                fn = getattr(mod, name)
+                fn = getattr(mod, name, None)
+                if fn is None:
+                    continue
                 saved.append((mod, name, fn))
                 setattr(mod, name, timers.wrap(f"{mod.__name__.rsplit('.', 1)[-1]}.{name}", fn))
-        old_table = dict(act.ACTIVATIONS)
-        act.ACTIVATIONS.update({k: (getattr(act, f.__name__), getattr(act, b.__name__))
-                                for k, (f, b) in old_table.items()})
+        model.k = dataclasses.replace(old_k, **{
+            field: timers.wrap(f"{family}.{attr}", getattr(old_k, field))
+            for field, (family, attr) in kernels.TABLE.items()})
         yield
     finally:
+        model.k = old_k
         for mod, name, fn in saved:
             setattr(mod, name, fn)
-        if "old_table" in locals():
-            act.ACTIVATIONS.clear()
-            act.ACTIVATIONS.update(old_table)
 
 
 def profile_step(step, xp, steps: int = 2) -> dict:
@@ -108,7 +104,7 @@ def profile_step(step, xp, steps: int = 2) -> dict:
         sync()
         plain.append(time.perf_counter() - t0)
     timers = _Timers(sync)
-    with _timed_ops(timers):
+    with _timed_ops(timers, step.model):
         sync()
         t0 = time.perf_counter()
         for _ in range(steps):

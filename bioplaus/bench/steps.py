@@ -162,8 +162,8 @@ class BioplausStep:
         upd_s = 0.0
         for upd in step_updates(m, self.x, self.y, self.masks()):
             t0 = time.perf_counter()
-            optim.step(m.group_params(upd.group), upd.grads, self.states[upd.group],
-                       self.cfg.lr, self.ocfg)
+            m.k.optimizer_step(m.group_params(upd.group), upd.grads, self.states[upd.group],
+                               self.cfg.lr, self.ocfg)
             upd_s += time.perf_counter() - t0
         self.update_log.append(upd_s)
         self.t += 1

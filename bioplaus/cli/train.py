@@ -50,6 +50,9 @@ def _add_options(f):
     f = click.option("--lr-decay-milestones", type=str, default=None,
                      help="Comma-separated epochs where the lr decays. [200,300,350,375]")(f)
     f = click.option("--cutout/--no-cutout", default=None, help="Cutout regularisation.")(f)
+    f = click.option("--reference", is_flag=True, default=False,
+                     help="Run the reference ops end to end (the equations as written; the same "
+                          "results as the default fast path, slower).")(f)
     return f
 
 
@@ -67,6 +70,8 @@ def build_config(recipe, overrides: dict) -> Config:
             raise ConfigError(f"--lr-decay-milestones must be comma-separated integers, got {txt!r}") from None
     if overrides.get("cutout") is not None:
         d["cutout"] = overrides["cutout"]
+    if overrides.get("reference"):
+        d["reference"] = True
     return Config.from_dict(d)
 
 
@@ -130,7 +135,7 @@ def train(recipe, out_dir, resume, overwrite, no_progress, checkpoint_every, log
                           log_alignment=log_alignment)
         click.echo(f"bioplaus train: {cfg.rule} on {cfg.net} ({trainer.model.param_count():,} "
                    f"trained parameters incl. local heads), {cfg.dataset}, device {cfg.device}, "
-                   f"out {out_dir}")
+                   f"{trainer.model.k.name} kernels, out {out_dir}")
         if cfg.max_steps:
             n_eval = len(trainer.data.eval_split_data.labels)
             split = trainer.data.eval_split

@@ -11,6 +11,9 @@ A hidden block computes (Nøkland & Eidnes 2019, Sec. 3)::
 Parameter names are the reference ``state_dict``'s: ``<block>.encoder.weight``,
 ``<block>.encoder.bias``, ``<block>.bn.weight``, ``<block>.bn.bias`` and the
 buffers ``<block>.bn.running_mean`` / ``running_var``.
+
+Every op is called through ``k``, a :class:`bioplaus.kernels.Kernels`
+(the model's ``model.k``): the reference ops or their fast twins.
 """
 from __future__ import annotations
 
@@ -20,12 +23,6 @@ from typing import NamedTuple
 import numpy as np
 
 from bioplaus import backend
-from bioplaus.ops import act as act_ops
-from bioplaus.ops import conv as conv_ops
-from bioplaus.ops import dropout as drop_ops
-from bioplaus.ops import linear as lin_ops
-from bioplaus.ops import norm as norm_ops
-from bioplaus.ops import pool as pool_ops
 
 
 def init_uniform(xp, seed: int, name: str, shape, fan_in: int, dtype):
@@ -59,13 +56,14 @@ class BlockCache(NamedTuple):
     pool: object
 
 
-def block_forward(spec, params, buffers, x, *, training: bool, mask, nonlin: str,
+def block_forward(spec, params, buffers, x, *, k, training: bool, mask, nonlin: str,
                   bn_momentum: float = 0.1, bn_eps: float = 1e-5, pool_backward: bool = True):
     """Forward one block.
 
     Parameters
     ----------
     x : array (n, c, h, w) or (n, d)
+    k : bioplaus.kernels.Kernels, the ops to call
     mask : dropout mask from :func:`bioplaus.ops.dropout.dropout_mask` or None
     pool_backward : bool
         Whether an error will come back through the block's max-pool
@@ -85,33 +83,34 @@ def block_forward(spec, params, buffers, x, *, training: bool, mask, nonlin: str
         x = x.reshape(x.shape[0], -1)  # (n, c*h*w)
     W, b = params[p + "encoder.weight"], params[p + "encoder.bias"]
     if spec.kind == "conv":
-        a, enc = conv_ops.conv2d_forward(x, W, b, stride=spec.stride, pad=spec.pad)
+        a, enc = k.conv2d_forward(x, W, b, stride=spec.stride, pad=spec.pad)
     else:
-        a, enc = lin_ops.linear_forward(x, W, b)
-    z, bn, rm, rv = norm_ops.batchnorm_forward(
+        a, enc = k.linear_forward(x, W, b)
+    z, bn, rm, rv = k.batchnorm_forward(
         a, params[p + "bn.weight"], params[p + "bn.bias"], buffers[p + "bn.running_mean"],
         buffers[p + "bn.running_var"], training, momentum=bn_momentum, eps=bn_eps)
-    f_fwd, _ = act_ops.activation(nonlin)
+    f_fwd, _ = k.activation(nonlin)
     h, act = f_fwd(z)
-    h_d, drop = drop_ops.dropout_forward(h, mask)
+    h_d, drop = k.dropout_forward(h, mask)
     pool = None
     out = h_d
     if spec.pool:
-        out, pool = pool_ops.maxpool2d_forward(h_d, 2, 2, winner=pool_backward)
+        out, pool = k.maxpool2d_forward(h_d, 2, 2, winner=pool_backward)
     new_buffers = {p + "bn.running_mean": rm, p + "bn.running_var": rv}
     return out, h, BlockCache(x_shape, enc, bn, act, drop, pool), new_buffers
 
 
-def block_backward_to_h(d_out, cache: BlockCache):
+def block_backward_to_h(d_out, cache: BlockCache, *, k):
     """Carry the error from the block's output back to ``h``: through the
     max-pool (to the winner) and the dropout mask of the forward pass."""
     d = d_out
     if cache.pool is not None:
-        d = pool_ops.maxpool2d_backward(d, cache.pool)
-    return drop_ops.dropout_backward(d, cache.drop)
+        d = k.maxpool2d_backward(d, cache.pool)
+    return k.dropout_backward(d, cache.drop)
 
 
-def block_backward_from_h(spec, dh, cache: BlockCache, nonlin: str, *, B=None, need_dx=True):
+def block_backward_from_h(spec, dh, cache: BlockCache, nonlin: str, *, k, B=None,
+                          need_dx=True):
     """Carry the error from ``h`` through f', batch norm and the encoder.
 
     ``B`` is the matrix that carries the error across the encoder to the
@@ -120,13 +119,13 @@ def block_backward_from_h(spec, dh, cache: BlockCache, nonlin: str, *, B=None, n
     has the shape of the block's input (None when ``need_dx`` is False).
     """
     p = f"{spec.name}."
-    _, f_bwd = act_ops.activation(nonlin)
+    _, f_bwd = k.activation(nonlin)
     dz = f_bwd(dh, cache.act)
-    da, dgamma, dbeta = norm_ops.batchnorm_backward(dz, cache.bn)
+    da, dgamma, dbeta = k.batchnorm_backward(dz, cache.bn)
     if spec.kind == "conv":
-        dx, dW, db = conv_ops.conv2d_backward(da, cache.enc, B=B, need_dx=need_dx)
+        dx, dW, db = k.conv2d_backward(da, cache.enc, B=B, need_dx=need_dx)
     else:
-        dx, dW, db = lin_ops.linear_backward(da, cache.enc, B=B, need_dx=need_dx)
+        dx, dW, db = k.linear_backward(da, cache.enc, B=B, need_dx=need_dx)
     if dx is not None and dx.shape != cache.x_shape:
         dx = dx.reshape(cache.x_shape)  # undo the flatten of the input
     grads = {p + "encoder.weight": dW, p + "encoder.bias": db,

@@ -3,14 +3,14 @@
 :func:`forward_block` runs one hidden block of a :class:`~bioplaus.net.model.Model`
 (and keeps its running statistics up to date in training),
 :func:`output_layer` the linear output layer, :func:`dropout_masks` draws
-every block's dropout mask for one step.
+every block's dropout mask for one step. The ops go through the model's
+kernels ``model.k``.
 """
 from __future__ import annotations
 
 from bioplaus import backend
 from bioplaus.net.block import block_forward
 from bioplaus.ops import dropout as drop_ops
-from bioplaus.ops import linear as lin_ops
 
 
 def dropout_masks(model, batch_n: int, p: float, seed: int, step: int):
@@ -34,8 +34,8 @@ def forward_block(model, b, x, mask, training, pool_backward=True):
     max-pool (global and frc rules); see :func:`bioplaus.net.block.block_forward`.
     """
     cfg = model.cfg
-    out, h, cache, nb = block_forward(b, model.params, model.buffers, x, training=training,
-                                      mask=mask, nonlin=model.nonlin,
+    out, h, cache, nb = block_forward(b, model.params, model.buffers, x, k=model.k,
+                                      training=training, mask=mask, nonlin=model.nonlin,
                                       bn_momentum=cfg.bn_momentum if cfg else 0.1,
                                       bn_eps=cfg.bn_eps if cfg else 1e-5,
                                       pool_backward=pool_backward)
@@ -48,4 +48,4 @@ def output_layer(model, a):
     """The output layer's scores ``(logits, cache)`` for the last block's output ``a``."""
     o = model.spec.out_name + "."
     f = a.reshape(a.shape[0], -1)  # (n, out_in)
-    return lin_ops.linear_forward(f, model.params[o + "weight"], model.params[o + "bias"])
+    return model.k.linear_forward(f, model.params[o + "weight"], model.params[o + "bias"])

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bioplaus import feedback
+from bioplaus import kernels
 from bioplaus.net.block import init_block, init_uniform
 from bioplaus.net.spec import NetSpec, build_net
 from bioplaus.ops import avgpool as avgpool_ops
-from bioplaus.rules.registry import RuleInfo, get_rule
+from bioplaus.rules.registry import LossWeights, RuleInfo, get_rule
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,26 @@ class HeadGeometry:
     dim_in: int
 
 
+@dataclass(frozen=True)
+class HeadInit:
+    """What a rule's :func:`init_heads` needs to make a block's head arrays."""
+
+    xp: object
+    seed: int
+    dtype: object
+    num_classes: int
+    proj_size: int  # T, the size of the -bio rules' label projection
+
+
 @dataclass
 class Model:
+    """A net's arrays for one rule, and the kernels its steps call.
+
+    ``k`` is the :class:`bioplaus.kernels.Kernels` every op of a step goes
+    through (the reference ops or the fast wing's twins); ``weights`` the
+    rule's :class:`~bioplaus.rules.registry.LossWeights` under the run's beta.
+    """
+
     spec: NetSpec
     rule: RuleInfo
     params: dict
@@ -45,10 +63,11 @@ class Model:
     fixed: dict
     heads: tuple
     nonlin: str
-    beta: float
+    weights: LossWeights
     seed: int
     xp: object
     dtype: object
+    k: kernels.Kernels
     cfg: object = None
     groups: dict = field(default_factory=dict)
 
@@ -70,18 +89,26 @@ def head_geometry(block, dim_in_decoder: int) -> HeadGeometry:
     return HeadGeometry(tuple(kernel), tuple(pad), int(block.n_out * out[0] * out[1]))
 
 
-def build_model(cfg, input_shape, num_classes: int, xp=np, dtype=np.float32) -> Model:
+def build_model(cfg, input_shape, num_classes: int, xp=np, dtype=np.float32, *,
+                reference: bool = False) -> Model:
     """Initialise every array of ``cfg.net`` trained by ``cfg.rule``.
 
     Initialisation follows PyTorch's defaults (SPEC §5): weights and biases
-    U(+-1/sqrt(fan_in)); batch norm weight 1, bias 0; local decoders' weights
-    zero; the output layer's weight zero under every rule but backprop and fa.
+    U(+-1/sqrt(fan_in)); batch norm weight 1, bias 0; the output layer's
+    weight zero where the rule's row says so (every rule but backprop and
+    fa). Each block's heads (local decoders, similarity heads, fixed
+    feedback and classifiers) come from the rule's module
+    (:func:`init_heads`, see :mod:`bioplaus.rules`). ``reference``: the
+    model's steps call the reference ops (:data:`bioplaus.kernels.REFERENCE`)
+    instead of the fast ones.
     """
     rule = get_rule(cfg.rule)
+    impl = rule.impl
     spec = build_net(cfg.net, input_shape, num_classes, num_layers=cfg.num_layers,
                      num_hidden=cfg.num_hidden, feat_mult=cfg.feat_mult)
     seed = int(cfg.seed)
-    C, T = num_classes, int(cfg.target_proj_size)
+    C = num_classes
+    init = HeadInit(xp, seed, dtype, C, int(cfg.target_proj_size))
     params, buffers, fixed, heads, groups = {}, {}, {}, [], {}
     for b in spec.blocks:
         p = f"{b.name}."
@@ -90,48 +117,19 @@ def build_model(cfg, input_shape, num_classes: int, xp=np, dtype=np.float32) -> 
         buffers.update(bb)
         geom = head_geometry(b, cfg.dim_in_decoder)
         heads.append(geom)
-        if rule.pred:
-            out_dim = T if rule.bio else C
-            params[p + "decoder_y.weight"] = xp.zeros((out_dim, geom.dim_in), dtype=dtype)
-            params[p + "decoder_y.bias"] = (xp.zeros(out_dim, dtype=dtype) if rule.bio else
-                                            init_uniform(xp, seed, p + "decoder_y.bias", (out_dim,),
-                                                         geom.dim_in, dtype))
-            if rule.bio:
-                fixed[p + "decoder_y.weight_fa"] = feedback.bio_decoder_feedback(
-                    xp, seed, b.index, (out_dim, geom.dim_in), dtype=dtype)
-        if rule.bio:
-            fixed[p + "proj_y.weight"] = feedback.label_projection(xp, seed, b.index, C, size=T,
-                                                                   dtype=dtype)
-        if rule.sim and not rule.bio:
-            if b.kind == "conv":
-                shape, name = (b.n_out, b.n_out, 3, 3), "conv_loss.weight"
-            else:
-                shape, name = (b.n_out, b.n_out), "linear_loss.weight"
-            params[p + name] = init_uniform(xp, seed, p + name, shape,
-                                            int(np.prod(shape[1:])), dtype)
-        if rule.feedback == "B" and rule.family == "global":
-            fixed[p + "encoder.weight_fa"] = feedback.fa_matrix(xp, seed, b.index, b.encoder_shape,
-                                                                dtype=dtype)
-        if rule.frc:
-            n_feat = int(np.prod(b.out_shape))
-            M = feedback.frc_classifier(xp, seed, b.index, C, n_feat, dtype=dtype)
-            if rule.frc == "trainable":
-                params[p + "frc.M"] = M
-            else:
-                fixed[p + "frc.M"] = M
-                fixed[p + "frc.K"] = feedback.frc_feedback(rule.frc, M, xp, seed, b.index,
-                                                           dtype=dtype)
+        hp, hf = impl.init_heads(rule, b, geom, init)
+        params.update(hp)
+        fixed.update(hf)
         groups[b.name] = [k for k in params if k.startswith(p)]
     o = spec.out_name + "."
     bound_in = spec.out_in
     params[o + "weight"] = (xp.zeros((C, spec.out_in), dtype=dtype) if rule.zero_out_init else
                             init_uniform(xp, seed, o + "weight", (C, spec.out_in), bound_in, dtype))
     params[o + "bias"] = init_uniform(xp, seed, o + "bias", (C,), bound_in, dtype)
-    if rule.feedback == "B" and rule.family == "global":
-        fixed[o + "weight_fa"] = feedback.fa_matrix(xp, seed, len(spec.blocks), (C, spec.out_in),
-                                                    dtype=dtype)
+    if hasattr(impl, "init_output"):
+        fixed.update(impl.init_output(rule, spec, init))
     groups[spec.out_name] = [o + "weight", o + "bias"]
     return Model(spec=spec, rule=rule, params=params, buffers=buffers, fixed=fixed,
-                 heads=tuple(heads), nonlin=cfg.nonlin, beta=float(cfg.beta), seed=seed,
-                 xp=xp, dtype=dtype, cfg=cfg, groups=groups)
-
+                 heads=tuple(heads), nonlin=cfg.nonlin, weights=rule.weights(float(cfg.beta)),
+                 seed=seed, xp=xp, dtype=dtype, k=kernels.get_kernels(reference), cfg=cfg,
+                 groups=groups)

@@ -9,14 +9,38 @@ r"""Global rules: one output error sent down the whole net.
 * ``glob+sim`` (Nøkland & Eidnes 2019, Table 9): backprop of the output
   cross-entropy plus every block's sim loss; nothing is detached, so each
   sim loss's error also flows into the blocks below.
+
+As a rule module (see :mod:`bioplaus.rules`): :func:`init_heads`,
+:func:`init_output` and :func:`global_updates`; no early exits.
 """
 from __future__ import annotations
 
-from bioplaus import losses
+from bioplaus import feedback
 from bioplaus.net.block import block_backward_from_h, block_backward_to_h
-from bioplaus.net.forward import forward_block
-from bioplaus.ops import linear as lin_ops
-from bioplaus.rules.local import sim_loss_learned
+from bioplaus.net.forward import forward_block, output_layer
+from bioplaus.rules.local import SIM_HEAD, init_sim_head, sim_loss_learned
+
+BLOCKWISE = False  # one error, sent down the whole net after the forward
+
+
+def init_heads(rule, block, geom, init) -> tuple[dict, dict]:
+    """``(params, fixed)``: glob+sim's learned similarity head; fa's fixed
+    feedback ``encoder.weight_fa`` (B, of the encoder's shape)."""
+    params, fixed = {}, {}
+    if rule.sim:
+        params.update(init_sim_head(block, init))
+    if rule.feedback == "B":
+        fixed[f"{block.name}.encoder.weight_fa"] = feedback.fa_matrix(
+            init.xp, init.seed, block.index, block.encoder_shape, dtype=init.dtype)
+    return params, fixed
+
+
+def init_output(rule, spec, init) -> dict:
+    """fa's fixed feedback of the output layer, ``<out>.weight_fa``."""
+    if rule.feedback != "B":
+        return {}
+    return {spec.out_name + ".weight_fa": feedback.fa_matrix(
+        init.xp, init.seed, len(spec.blocks), (init.num_classes, spec.out_in), dtype=init.dtype)}
 
 
 def global_updates(model, x, y, Y, masks, *, training=True):
@@ -32,7 +56,7 @@ def global_updates(model, x, y, Y, masks, *, training=True):
     :math:`dh_l = \mathrm{route}_{pool, mask}(B_{l+1}^T \delta_{l+1})
     [+ \partial L_{sim,l} / \partial h_l]`.
     """
-    rule = model.rule
+    rule, k = model.rule, model.k
     spec = model.spec
     fa = rule.feedback == "B"
     caches, hs = [], []
@@ -42,26 +66,25 @@ def global_updates(model, x, y, Y, masks, *, training=True):
         caches.append(cache)
         hs.append(h)
     o = spec.out_name + "."
-    f = a.reshape(a.shape[0], -1)  # (n, out_in)
-    logits, lin = lin_ops.linear_forward(f, model.params[o + "weight"], model.params[o + "bias"])
-    L, dlogits = losses.softmax_cross_entropy(logits, y)
+    logits, lin = output_layer(model, a)
+    L, dlogits = k.softmax_cross_entropy(logits, y)
     stats = {"loss_global": float(L), "blocks": []}
-    df, dW, db = lin_ops.linear_backward(dlogits, lin, B=model.fixed[o + "weight_fa"] if fa else None)
+    df, dW, db = k.linear_backward(dlogits, lin, B=model.fixed[o + "weight_fa"] if fa else None)
     grads = {o + "weight": dW, o + "bias": db}
     d = df.reshape(a.shape)
     sim_stats = [0.0] * len(spec.blocks)
     for i in range(len(spec.blocks) - 1, -1, -1):
         b = spec.blocks[i]
         p = f"{b.name}."
-        dh = block_backward_to_h(d, caches[i])
+        dh = block_backward_to_h(d, caches[i], k=k)
         if rule.sim:
-            name = "conv_loss.weight" if b.kind == "conv" else "linear_loss.weight"
-            Ls, g, dh_s = sim_loss_learned(hs[i], Y, model.params[p + name], b.kind)
+            Ls, g, dh_s = sim_loss_learned(hs[i], Y, model.params[p + SIM_HEAD[b.kind]], b.kind,
+                                           model.weights.sim, k=k)
             grads.update({p + k: v for k, v in g.items()})
             dh = dh + dh_s
             sim_stats[i] = Ls
         B = model.fixed[p + "encoder.weight_fa"] if fa else None
-        d, g = block_backward_from_h(b, dh, caches[i], model.nonlin, B=B, need_dx=i > 0)
+        d, g = block_backward_from_h(b, dh, caches[i], model.nonlin, k=k, B=B, need_dx=i > 0)
         grads.update(g)
     stats["blocks"] = [{"loss_sim": s} for s in sim_stats]
     return grads, logits, stats

@@ -1,11 +1,32 @@
 """The registry: every ``--rule`` name, its family, heads and one-line equation.
 
 The CLI (`bioplaus rules`), the docs pages in ``rules/`` and the training
-loop are all driven from :data:`RULES`.
+loop are all driven from :data:`RULES`. A row names the module that
+implements the rule (:attr:`RuleInfo.module`; by default its family's);
+what that module provides is listed in :mod:`bioplaus.rules`. A new rule is
+one module and one row here.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import NamedTuple
+
+# family -> the module that implements its rules, unless a row names another
+FAMILY_MODULES = {
+    "local": "bioplaus.rules.local",
+    "global": "bioplaus.rules.global_",
+    "frc": "bioplaus.rules.frc",
+}
+
+
+class LossWeights(NamedTuple):
+    """Weights of a rule's losses: the local prediction loss, the local
+    similarity loss and the output layer's cross-entropy."""
+
+    pred: float
+    sim: float
+    out: float
 
 
 @dataclass(frozen=True)
@@ -18,7 +39,9 @@ class RuleInfo:
     local rule uses; ``feedback`` names the matrix that carries errors
     backwards (``W``, ``B``, ``K``). ``zero_out_init``: the output layer's
     weight starts at zero (the reference does so for every non-backprop run).
-    ``functions`` are the functions the rule's page cites.
+    ``uses_beta``: the losses are weighted by ``--beta`` (:meth:`weights`).
+    ``functions`` are the functions the rule's page cites. ``module``: the
+    module implementing the rule ('' for its family's, :data:`FAMILY_MODULES`).
     """
 
     name: str
@@ -33,6 +56,20 @@ class RuleInfo:
     zero_out_init: bool = True
     uses_beta: bool = False
     functions: tuple = ()
+    module: str = ""
+
+    @property
+    def impl(self):
+        """The module that implements the rule (see :mod:`bioplaus.rules`)."""
+        return importlib.import_module(self.module or FAMILY_MODULES[self.family])
+
+    def weights(self, beta: float) -> LossWeights:
+        r"""The loss weights under ``--beta``: :math:`L = (1-\beta) L_{pred} + \beta L_{sim}`
+        and the output layer's loss scaled by :math:`1-\beta` (as the reference does) for
+        the rules that use beta; 1 for every loss of every other rule."""
+        if self.uses_beta:
+            return LossWeights(1.0 - beta, beta, 1.0 - beta)
+        return LossWeights(1.0, 1.0, 1.0)
 
 
 _LOCAL_FNS = ("bioplaus.rules.local.local_block_update",

@@ -13,11 +13,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from bioplaus import losses
-from bioplaus.net.block import block_backward_from_h, block_backward_to_h
+from bioplaus.net.block import block_backward_from_h
 from bioplaus.net.forward import forward_block, output_layer
-from bioplaus.ops import linear as lin_ops
-from bioplaus.rules import frc, local
-from bioplaus.rules.global_ import global_updates
 
 
 class Update(NamedTuple):
@@ -29,16 +26,18 @@ class Update(NamedTuple):
 def step_updates(model, x, y, masks, *, training=True):
     """Yield :class:`Update` for every parameter group of one training step.
 
-    ``x`` (n, c, h, w) float, ``y`` (n,) int; ``masks`` from :func:`bioplaus.net.forward.dropout_masks`.
-    Each block's stats: ``loss``, ``loss_pred``, ``loss_sim``, ``correct``
-    (its local classifier's correct count, or None); the output layer's:
-    ``loss_global`` and ``correct``.
+    ``x`` (n, c, h, w) float, ``y`` (n,) int; ``masks`` from
+    :func:`bioplaus.net.forward.dropout_masks`. Each block's stats: ``loss``,
+    ``loss_pred``, ``loss_sim``, ``correct`` (its local classifier's correct
+    count, or None); the output layer's: ``loss_global`` and ``correct``.
+    What the rule computes comes from its module, ``model.rule.impl``
+    (see :mod:`bioplaus.rules`).
     """
-    rule = model.rule
-    xp = model.xp
+    impl = model.rule.impl
+    xp, k = model.xp, model.k
     Y = losses.one_hot(y, model.spec.num_classes, model.dtype, xp)
-    if rule.family == "global":
-        grads, logits, stats = global_updates(model, x, y, Y, masks, training=training)
+    if not impl.BLOCKWISE:
+        grads, logits, stats = impl.global_updates(model, x, y, Y, masks, training=training)
         correct = int((xp.argmax(logits, axis=1) == y).sum())
         for i, b in enumerate(model.spec.blocks):
             p = f"{b.name}."
@@ -53,39 +52,25 @@ def step_updates(model, x, y, masks, *, training=True):
     a = x
     for i, b in enumerate(model.spec.blocks):
         # a local loss reads h, and the output goes on detached: no error comes
-        # back through the pool; frc's fixed classifier reads the pooled output
+        # back through the pool unless the rule's loss reads the pooled output
         out, h, cache = forward_block(model, b, a, masks[i], training,
-                                      pool_backward=rule.family != "local")
-        if rule.family == "local":
-            r = local.local_block_update(model, b, model.heads[i], h, y, Y)
-            dh, grads, y_hat = r.dh, dict(r.grads), r.y_hat
-            st = {"loss": r.loss, "loss_pred": r.loss_pred, "loss_sim": r.loss_sim}
-        else:
-            L, grads, d_out, y_hat = frc.frc_block_update(model, b, out, y)
-            dh = block_backward_to_h(d_out, cache)
-            st = {"loss": L, "loss_pred": L, "loss_sim": 0.0}
-        _, g = block_backward_from_h(b, dh, cache, model.nonlin, need_dx=False)
+                                      pool_backward=impl.READS_OUTPUT)
+        grads, dh, st, y_hat = impl.block_update(model, i, out, h, cache, y, Y)
+        _, g = block_backward_from_h(b, dh, cache, model.nonlin, k=k, need_dx=False)
         grads.update(g)
-        if y_hat is None:
-            st["correct"] = None
-        else:
-            exit_prediction = (local if rule.family == "local" else frc).exit_prediction
-            st["correct"] = int((exit_prediction(model, i, y_hat) == y).sum())
+        st["correct"] = (None if y_hat is None else
+                         int((impl.exit_prediction(model, i, y_hat) == y).sum()))
         # drop this block's activations before handing over: a local rule holds
         # one block's activations at a time, whatever the depth
         del h, cache, dh, g, y_hat
-        if rule.family == "local":
-            del r
-        else:
-            del d_out
         a = out  # the next block receives the dropped-out output, detached
         del out
         yield Update(b.name, grads, st)
         del grads
     logits, lin = output_layer(model, a)
-    L, dlogits = losses.softmax_cross_entropy(logits, y)
-    scale = (1.0 - model.beta) if rule.uses_beta else 1.0
-    _, dW, db = lin_ops.linear_backward(scale * dlogits, lin, need_dx=False)
+    L, dlogits = k.softmax_cross_entropy(logits, y)
+    scale = model.weights.out
+    _, dW, db = k.linear_backward(scale * dlogits, lin, need_dx=False)
     o = model.spec.out_name + "."
     yield Update(model.spec.out_name, {o + "weight": dW, o + "bias": db},
                  {"loss_global": scale * float(L),

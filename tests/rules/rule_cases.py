@@ -44,11 +44,12 @@ def batch(net="mlp", seed=0, n=BATCH):
     return x, y.astype(np.int64)
 
 
-def model_for(cfg, net="mlp", xp=np, randomize=True, seed=11):
-    """A float64 model; with ``randomize`` every parameter gets random values
+def model_for(cfg, net="mlp", xp=np, randomize=True, seed=11, reference=True):
+    """A float64 model on the reference kernels (``reference=False``: the fast
+    ones); with ``randomize`` every parameter gets random values
     (zero-initialised decoders and output layers would leave paths unexercised)."""
     _, shape = NETS[net]
-    model = build_model(cfg, shape, NUM_CLASSES, xp=xp, dtype=np.float64)
+    model = build_model(cfg, shape, NUM_CLASSES, xp=xp, dtype=np.float64, reference=reference)
     if randomize:
         rng = np.random.default_rng(seed)
         for k, v in model.params.items():

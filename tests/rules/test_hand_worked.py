@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from bioplaus.config import Config
+from bioplaus.kernels import REFERENCE
 from bioplaus.net.model import build_model
 from bioplaus.rules.frc import frc_block_update
 from bioplaus.rules.local import sim_loss_learned
@@ -44,7 +45,7 @@ def sigmoid(t):
 
 def one_block(rule, **kw):
     cfg = Config(rule=rule, net="mlp", num_layers=1, num_hidden=2, seed=0, dtype="float64", **kw)
-    model = build_model(cfg, (2, 1, 1), 2, xp=np, dtype=np.float64)
+    model = build_model(cfg, (2, 1, 1), 2, xp=np, dtype=np.float64, reference=True)
     model.params["layers.0.encoder.weight"] = np.eye(2)
     model.params["layers.0.encoder.bias"] = np.zeros(2)
     model.params["layers.0.bn.weight"] = np.ones(2)
@@ -201,12 +202,12 @@ def test_sim_head_by_hand():
         dX.append([v - m for v in dXc])
     dX = np.array(dX)
     np.testing.assert_allclose(dX, [[0, -2 / 3, 2 / 3], [-2 / 3, 0, 2 / 3], [0, 0, 0]], atol=1e-15)
-    L, grads, dh = sim_loss_learned(h, Y, np.eye(3), "linear")
+    L, grads, dh = sim_loss_learned(h, Y, np.eye(3), "linear", k=REFERENCE)
     assert abs(L - L_hand) < 1e-7
     np.testing.assert_allclose(dh, dX, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(grads["linear_loss.weight"], dX.T, rtol=1e-6, atol=1e-8)
     # scaled as in predsim: loss and gradients times beta
-    L2, g2, dh2 = sim_loss_learned(h, Y, np.eye(3), "linear", scale=0.25)
+    L2, g2, dh2 = sim_loss_learned(h, Y, np.eye(3), "linear", scale=0.25, k=REFERENCE)
     assert abs(L2 - 0.25 * L) < 1e-15
     np.testing.assert_allclose(dh2, 0.25 * dh, rtol=1e-12)
 
