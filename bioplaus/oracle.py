@@ -26,7 +26,7 @@ from bioplaus.rules.step import step_updates
 
 def compute_oracle(cfg, x, y, num_classes: int) -> dict:
     """Run one float64 step of ``cfg.rule`` on (x, y) and return every array."""
-    cfg = cfg.replace(dropout=0.0, dtype="float64", reference=True)
+    cfg = cfg.replace(dropout=0.0, dtype="float64")
     xp = np
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
@@ -49,11 +49,16 @@ def compute_oracle(cfg, x, y, num_classes: int) -> dict:
 
 
 def oracle_attrs(cfg, result) -> dict:
+    """The file's attributes. The recorded config leaves out ``reference``: an
+    oracle always runs the reference kernels (attribute ``kernels``), whatever
+    the config says, so files written before the option existed compare."""
     import json
 
+    config = cfg.replace(dropout=0.0, dtype="float64").to_dict()
+    config.pop("reference", None)
     return {"rule": cfg.rule, "net": cfg.net, "dataset": cfg.dataset, "seed": int(cfg.seed),
             "batch_size": int(result["x"].shape[0]), "bioplaus_version": __version__,
-            "config": cfg.replace(dropout=0.0, dtype="float64", reference=True).to_json(),
+            "config": json.dumps(config, sort_keys=True), "kernels": "reference",
             "losses": json.dumps(result["losses"], sort_keys=True),
             "params_without_update": json.dumps(result["no_update"])}
 
