@@ -77,7 +77,7 @@ def test_every_rule_runs_and_its_output_layer_follows_the_global_gradient(rule):
     assert list(rows) == align.compared_params(m)
     # the output layer's update is the gradient of the output loss itself,
     # weighted by 1 - beta where the rule mixes it with sim (predsim, predsim-bio)
-    scale = 1.0 - m.beta if m.rule.uses_beta else 1.0
+    scale = m.weights.out
     for p in ("layer_out.weight", "layer_out.bias"):
         assert rows[p]["angle"] < 1e-6, (rule, p)
         assert rows[p]["ratio"] == pytest.approx(scale, rel=1e-10), (rule, p)

@@ -52,8 +52,8 @@ class Model:
     """A net's arrays for one rule, and the kernels its steps call.
 
     ``k`` is the :class:`bioplaus.kernels.Kernels` every op of a step goes
-    through (the reference ops or the fast wing's twins); ``weights`` the
-    rule's :class:`~bioplaus.rules.registry.LossWeights` under the run's beta.
+    through (the reference ops or the fast wing's twins); ``beta`` the run's
+    ``--beta``, read only through :attr:`weights`.
     """
 
     spec: NetSpec
@@ -63,13 +63,18 @@ class Model:
     fixed: dict
     heads: tuple
     nonlin: str
-    weights: LossWeights
+    beta: float
     seed: int
     xp: object
     dtype: object
     k: kernels.Kernels
     cfg: object = None
     groups: dict = field(default_factory=dict)
+
+    @property
+    def weights(self) -> LossWeights:
+        """The rule's loss weights under ``beta`` (``RuleInfo.weights``)."""
+        return self.rule.weights(self.beta)
 
     def group_params(self, group: str) -> dict:
         """The parameters one optimizer owns (a block and its heads, or the output layer)."""
@@ -130,6 +135,6 @@ def build_model(cfg, input_shape, num_classes: int, xp=np, dtype=np.float32, *,
         fixed.update(impl.init_output(rule, spec, init))
     groups[spec.out_name] = [o + "weight", o + "bias"]
     return Model(spec=spec, rule=rule, params=params, buffers=buffers, fixed=fixed,
-                 heads=tuple(heads), nonlin=cfg.nonlin, weights=rule.weights(float(cfg.beta)),
+                 heads=tuple(heads), nonlin=cfg.nonlin, beta=float(cfg.beta),
                  seed=seed, xp=xp, dtype=dtype, k=kernels.get_kernels(reference), cfg=cfg,
                  groups=groups)
