@@ -158,7 +158,7 @@ def check_types(d: dict) -> None:
         elif key == "data_dir":
             if v is not None and not isinstance(v, str):
                 raise _err(key, v, "a path (a string)")
-        elif key == "cutout":
+        elif key in ("cutout", "reference"):
             if not isinstance(v, bool):
                 raise _err(key, v, "true or false")
         elif key == "lr_decay_milestones":
