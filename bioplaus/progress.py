@@ -47,7 +47,7 @@ class Bar:
     """
 
     def __init__(self, total: int, desc: str, *, unit: str, initial: int = 0,
-                 enabled: bool = True, stream=None):
+                 enabled: bool = True, stream=None, leave: bool = True):
         self.total = max(int(total), 1)
         self.desc, self.unit = desc, unit
         self.enabled = enabled
@@ -61,7 +61,7 @@ class Bar:
         self._bar = None
         if enabled and self.tty:
             self._bar = tqdm(total=self.total, initial=self.n, desc=desc, unit=unit,
-                             file=self.stream, dynamic_ncols=True, leave=True,
+                             file=self.stream, dynamic_ncols=True, leave=leave,
                              mininterval=0.5, smoothing=0.1)
 
     def update(self, n: int = 1, postfix: str | None = None) -> None:
@@ -106,9 +106,9 @@ class Bar:
 
 def wrap(iterable, total: int, desc: str, *, unit: str, enabled: bool = True, stream=None,
          stop=None):
-    """Yield from ``iterable`` under a :class:`Bar`; ``stop()`` true ends it early
-    (the caller finds out through its own flag)."""
-    bar = Bar(total, desc, unit=unit, enabled=enabled, stream=stream)
+    """Yield from ``iterable`` under a :class:`Bar` (cleared from a terminal when
+    done); ``stop()`` true ends it early (the caller finds out through its own flag)."""
+    bar = Bar(total, desc, unit=unit, enabled=enabled, stream=stream, leave=False)
     try:
         for item in iterable:
             yield item
@@ -128,8 +128,8 @@ class RunClock:
     each evaluation's time is added once per epoch still to come.
     """
 
-    ESTIMATE_AFTER_STEPS = 5
-    ESTIMATE_AFTER_S = 20.0
+    ESTIMATE_AFTER_STEPS = 5    # estimate after this many steps,
+    ESTIMATE_AFTER_S = 20.0     # or after 2 steps once this long has passed
 
     def __init__(self, *, epochs: int, steps_per_epoch: int, max_steps: int = 0,
                  step: int = 0, wall_before: float = 0.0):
@@ -182,7 +182,7 @@ class RunClock:
         return left_steps * s + left_evals * (self.eval_s or 0.0)
 
     def postfix(self, epoch: int, loss: float | None = None) -> str:
-        txt = f"run {hms(self.elapsed())} elapsed, {hms(self.remaining(epoch))} left"
+        txt = f"run {hms(self.elapsed())}, {hms(self.remaining(epoch))} left"
         if loss is not None:
             txt = f"loss={loss:.4f}, " + txt
         return txt
@@ -192,8 +192,10 @@ class RunClock:
         done = self.step - self.start_step
         if self.estimated or done == 0:
             return None
-        if done < min(self.ESTIMATE_AFTER_STEPS, self.total_steps - self.start_step) and \
-                time.time() - self.t0 < self.ESTIMATE_AFTER_S:
+        want = min(self.ESTIMATE_AFTER_STEPS, self.total_steps - self.start_step)
+        slow = time.time() - self.t0 >= self.ESTIMATE_AFTER_S
+        # the first step (start-up: allocation, caches) is left out where a second follows
+        if done < want and not (slow and done >= min(2, want)):
             return None
         self.estimated = True
         if self.step >= self.total_steps:

@@ -316,7 +316,7 @@ class Trainer:
                         bar.close()
                         raise Interrupted(f"interrupted at epoch {self.epoch}, batch {self.batch}; "
                                           f"checkpoint written to {self.out_dir}; continue with "
-                                          "--resume")
+                                          f"`bioplaus train --out {self.out_dir} --resume`")
                     if hit_max and self.batch < nb:
                         bar.close()
                         return self._finish_partial(lr)

@@ -165,12 +165,18 @@ def eval_cmd(checkpoint, device, data_dir):
     """Evaluate a checkpoint: the early-exit table (error and MACs at every exit)."""
     from bioplaus.evaluate import evaluate, exit_table
     from bioplaus.net.restore import load_model_from_checkpoint
+    from bioplaus.progress import wrap
 
     try:
         model, data = load_model_from_checkpoint(checkpoint, device=device, data_dir=data_dir)
-        res = evaluate(model, data.eval_batches(), data.eval_split)
+        batches = wrap(data.eval_batches(), len(data.eval_loader),
+                       f"evaluating ({data.eval_split} set)", unit="batch")
+        res = evaluate(model, batches, data.eval_split)
     except _errors() as exc:
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: the evaluation was stopped, nothing was written", err=True)
+        sys.exit(130)
     cfg = model.cfg
     click.echo(f"{cfg.rule} on {cfg.net}, {cfg.dataset} {res['split']} set ({res['examples']} examples)")
     click.echo(f"{'exit':<36} {'error %':>8} {'MMACs/example':>14}")

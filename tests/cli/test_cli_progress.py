@@ -41,9 +41,12 @@ def test_a_long_run_is_announced_in_days(fake_time):
     assert "NOTE: this run will take about 6.5 days on this machine" in lines[4]
     assert clock.remaining(1) == pytest.approx(187595 * 3.0)
     slow = RunClock(epochs=400, steps_per_epoch=469)
-    fake_time.t += 30.0  # a step slower than 20 s: estimated at once
+    fake_time.t += 40.0  # a slow first step (start-up) is not the estimate
     slow.stepped()
-    assert slow.estimate_line().startswith("estimate from the first 1 step: 30.00 s/step")
+    assert slow.estimate_line() is None
+    fake_time.t += 10.0  # past 20 s: estimated after the second step, from it
+    slow.stepped()
+    assert slow.estimate_line().startswith("estimate from the first 2 steps: 10.00 s/step")
 
 
 def test_max_steps_is_the_real_total(fake_time):
