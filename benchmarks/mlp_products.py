@@ -145,7 +145,7 @@ def main(argv=None):
           f"OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}")
     med = {k: statistics.median(v) for k, v in samples.items()}
     for k, v in med.items():
-        print(f"{k:<6} {1e3 * v:8.2f} ms   {flop / v / 1e9:7.1f} GFLOP/s   "
+        print(f"{k:<6} {1e3 * v:8.2f} ms   {flop / v / 1e9:7.4g} GFLOP/s   "
               f"(min {1e3 * min(samples[k]):.2f} ms)")
     print(f"ratio numpy / torch: {med['numpy'] / med['torch']:.2f}")
 
