@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import signal
 import subprocess
 import time
 
@@ -24,7 +23,10 @@ from bioplaus import checks
 from bioplaus.align import AlignmentLog
 from bioplaus.config import Config, check_seconds, validate
 from bioplaus.evaluate import evaluate
-from bioplaus.io import CheckpointError, load_log, prev_path, save_checkpoint, save_log
+from bioplaus.io import (CheckpointError, load_log, prev_path, read_checkpoint_header,
+                         save_checkpoint, save_log)
+from bioplaus.runlock import RunLock
+from bioplaus.signals import describe, stop_on_signals
 from bioplaus.data.train_data import TrainData
 from bioplaus.net.forward import dropout_masks
 from bioplaus.net.model import build_model
@@ -34,6 +36,9 @@ from bioplaus.rules.registry import get_rule
 from bioplaus.rules.step import step_updates
 
 CHECKPOINT = "checkpoint.h5"
+# The first checkpoint of a fresh run comes after this many seconds (or
+# --checkpoint-every if shorter), so a run stopped early loses little.
+EARLY_CHECKPOINT_S = 60.0
 LOG = "log.h5"
 TEXT_LOG = "train.log"
 
@@ -123,14 +128,25 @@ class Trainer:
         # --log-alignment N: bioplaus.align every N steps, into log.h5's /alignment
         self.alignment = AlignmentLog(log_alignment) if log_alignment else None
         self._keep_previous = True
+        self._saved = False  # no checkpoint written by this process yet
+        self.early_checkpoint_s = min(self.checkpoint_every_s, EARLY_CHECKPOINT_S)
+        self._loss_bound = None
+        # loss_global is (1 - beta) x the output layer's cross-entropy under predsim(-bio)
+        self._ce_scale = (1.0 - cfg.beta) if get_rule(cfg.rule).uses_beta else 1.0
         os.makedirs(out_dir, exist_ok=True)
-        ckpt = os.path.join(out_dir, CHECKPOINT)
-        if resume:
-            self._resume(ckpt)
-        elif os.path.lexists(ckpt) or os.path.lexists(prev_path(ckpt)):
-            found = ckpt if os.path.lexists(ckpt) else prev_path(ckpt)
-            raise CheckpointError(f"{found} exists: pass --resume to continue that run, "
-                                  "or choose another --out directory")
+        # one writer per run directory (RunLocked names the holder)
+        self._lock = RunLock(out_dir, log=log).acquire()
+        try:
+            ckpt = os.path.join(out_dir, CHECKPOINT)
+            if resume:
+                self._resume(ckpt)
+            elif os.path.lexists(ckpt) or os.path.lexists(prev_path(ckpt)):
+                found = ckpt if os.path.lexists(ckpt) else prev_path(ckpt)
+                raise CheckpointError(f"{found} exists: pass --resume to continue that run, "
+                                      "or choose another --out directory")
+        except BaseException:
+            self._lock.release()
+            raise
 
     # ------------------------------------------------------------------ resume
     def _resume(self, path: str) -> None:
@@ -155,6 +171,11 @@ class Trainer:
         self.log(f"resumed {path} at epoch {self.epoch}, batch {self.batch}, step {self.step}")
 
     def save(self) -> None:
+        bad = [k for k, v in self.model.params.items()
+               if not bool(self.xp.isfinite(v).all())]
+        if bad:  # never replace a sane checkpoint with a broken state
+            raise TrainingDiverged(f"parameters {', '.join(bad[:3])} hold non-finite values at "
+                                   f"step {self.step}; not written. {self.kept_checkpoint()}")
         meta = {"wall_s": self.wall_before + (time.time() - self.t0),
                 "machine": machine_description(self.xp), "commit": git_commit(),
                 "command": self.command}
@@ -165,6 +186,7 @@ class Trainer:
                         history=self.history, partial=self.partial, meta=meta,
                         keep_previous=self._keep_previous)
         self._keep_previous = True
+        self._saved = True
         extra = {"partial_record": self.partial_record} if getattr(self, "partial_record", None) else {}
         save_log(os.path.join(self.out_dir, LOG), self.history,
                  {**meta, "config": self.cfg.to_dict(), **extra},
@@ -189,8 +211,17 @@ class Trainer:
                 if v is not None and not math.isfinite(v):
                     raise TrainingDiverged(
                         f"non-finite {key} ({v}) in layer {upd.group} at step {self.step} "
-                        f"(epoch {self.epoch}, batch {self.batch}); the last good checkpoint "
-                        f"in {self.out_dir} is kept — lower --lr or check the data")
+                        f"(epoch {self.epoch}, batch {self.batch}); {self._cause(upd.group)}. "
+                        f"{self.kept_checkpoint()}")
+            v = st.get("loss_global")
+            if v is not None and self._ce_scale > 0:
+                ce, bound = v / self._ce_scale, self.loss_bound()
+                if ce > bound:
+                    raise TrainingDiverged(
+                        f"the output layer's cross-entropy {ce:.4g} at step {self.step} (epoch "
+                        f"{self.epoch}, batch {self.batch}) exceeds {bound:.4g} "
+                        f"({self._bound_text}): the run diverged — lower --lr. "
+                        f"{self.kept_checkpoint()}")
             self.model.k.optimizer_step(self.model.group_params(upd.group), upd.grads,
                                         self.states[upd.group], lr, self.ocfg)
             acc = part.setdefault(upd.group, {})
@@ -200,6 +231,40 @@ class Trainer:
             if active is not None and upd.group == active[-1]:
                 break  # blocks above the active one are not needed in this phase
         part["_n"] = part.get("_n", 0) + n
+
+    def loss_bound(self) -> float:
+        """Above this cross-entropy of the output layer a run has diverged: 10 x
+        the larger of log(C) (chance) and the first epoch's mean training value."""
+        if self._loss_bound is None or (self.history and not self._bound_from_history):
+            chance = math.log(self.data.num_classes)
+            first = self.history[0].get("train_loss_global") if self.history else None
+            first = first / self._ce_scale if first is not None and self._ce_scale > 0 else None
+            if first is not None and math.isfinite(first) and first > chance:
+                self._loss_bound, self._bound_text = 10 * first, "10 x the first epoch's mean"
+            else:
+                self._loss_bound, self._bound_text = 10 * chance, "10 x log(classes)"
+            self._bound_from_history = bool(self.history)
+        return self._loss_bound
+
+    def _cause(self, group: str) -> str:
+        bad = [k for k, v in self.model.group_params(group).items()
+               if not bool(self.xp.isfinite(v).all())]
+        if bad:
+            return f"parameter {bad[0]} already held non-finite values before this step"
+        return "lower --lr or check the data"
+
+    def kept_checkpoint(self) -> str:
+        """What checkpoint exists in the run directory, said as it is."""
+        path = os.path.join(self.out_dir, CHECKPOINT)
+        try:
+            h = read_checkpoint_header(path)
+        except CheckpointError:
+            if os.path.lexists(prev_path(path)):
+                return (f"The newest checkpoint cannot be read; {prev_path(path)} is left as it "
+                        "was")
+            return f"No checkpoint was written in {self.out_dir} (the run stopped before its first)"
+        return (f"The last checkpoint, at step {h['step']} (epoch {h['epoch']}, batch "
+                f"{h['batch']}), is kept in {path}, as it was")
 
     def active_groups(self):
         """Groups trained in this epoch under layer-wise training (None: all).
@@ -277,18 +342,18 @@ class Trainer:
                     f"{machine_description(self.xp)}\n")
         last_save = time.time()
         stop = self._stop = {"flag": False}
-        prev = None
-        if hasattr(signal, "SIGINT"):
-            def on_int(signum, frame):
-                stop["flag"] = True
-            try:
-                prev = signal.signal(signal.SIGINT, on_int)
-            except ValueError:  # not in the main thread
-                prev = None
+        self._lock.acquire()
+        # SIGINT, SIGTERM, SIGHUP set the flag; the loop checkpoints and stops
+        signals = stop_on_signals(stop)
+        signals.__enter__()
         try:
             while self.epoch <= cfg.epochs:
                 lr = optim.lr_at_epoch(self.epoch, cfg.lr, cfg.lr_decay_milestones,
                                        cfg.lr_decay_fact)
+                if not (lr > 0 and math.isfinite(lr)):
+                    raise TrainingDiverged(f"the learning rate of epoch {self.epoch} is {lr} "
+                                           "(it must stay positive); check --lr-decay-fact and "
+                                           f"--lr-decay-milestones. {self.kept_checkpoint()}")
                 nb = self.data.batches_per_epoch
                 clock = self._clock(nb)
                 bar = Bar(clock.steps_in_epoch(self.epoch), f"epoch {self.epoch}/{clock.last_epoch}",
@@ -308,13 +373,16 @@ class Trainer:
                     if self.on_step is not None:
                         self.on_step(self)
                     hit_max = cfg.max_steps and self.step >= cfg.max_steps
-                    due = time.time() - last_save > self.checkpoint_every_s
+                    every = (self.early_checkpoint_s if self.epoch == 1 and not self._saved
+                             else self.checkpoint_every_s)  # an early first checkpoint
+                    due = time.time() - last_save > every
                     if stop["flag"] or ((hit_max or due) and self.batch < nb):
                         self.save()  # batch == nb resumes straight into the epoch's evaluation
                         last_save = time.time()
                     if stop["flag"]:
                         bar.close()
-                        raise Interrupted(f"interrupted at epoch {self.epoch}, batch {self.batch}; "
+                        raise Interrupted(f"interrupted at epoch {self.epoch}, batch {self.batch} "
+                                          f"({describe(stop)}); "
                                           f"checkpoint written to {self.out_dir}; continue with "
                                           f"`bioplaus train --out {self.out_dir} --resume`")
                     if hit_max and self.batch < nb:
@@ -335,8 +403,8 @@ class Trainer:
                     break
             return self.history[-1] if self.history else {}
         finally:
-            if prev is not None:
-                signal.signal(signal.SIGINT, prev)
+            signals.__exit__(None, None, None)
+            self._lock.release()
 
     def _finish_partial(self, lr) -> dict:
         """--max-steps stopped mid-epoch: evaluate and report (not added to history)."""
@@ -369,7 +437,7 @@ class Trainer:
         if stop["flag"]:
             self.save()
             raise Interrupted(f"interrupted during the evaluation of epoch {self.epoch} (its "
-                              f"training is done); checkpoint written to {self.out_dir}; "
+                              f"training is done; {describe(stop)}); checkpoint written to {self.out_dir}; "
                               "--resume evaluates it again and goes on")
         if getattr(self, "clock", None) is not None:
             self.clock.evaluated(time.time() - t)
