@@ -19,6 +19,14 @@ def test_bench_ops_prints_every_layer_with_gflops_and_peak_ratio():
     assert re.search(r"peak.*GFLOP/s", out)
     # vgg8b on 28x28: conv2 is 128 -> 256 at 28x28 with a 3x3 kernel
     assert re.search(r"conv2\s+128->256 @28x28 3x3", out)
+    assert "path: fast" in out
+    # the fast path beside the reference: conv2, its max pooling, its decoder's pooling
+    # (256 x 28 x 28 to at most 4096 features: an 8x8 window with padding 4)
+    section = out[out.index("fast vs reference (vgg8b, batch 2)"):]
+    for row in (r"conv2\s+128->256 @28x28 3x3 p1", r"maxpool\s+256 @28x28 2x2 s2",
+                r"avgpool\s+256 @28x28 8x8 p4,4"):
+        line = re.search(row + r"(\s+\d+\.\d+){4}\s+\d+\.\dx", section)
+        assert line, row
 
 
 def test_bench_ops_gpu_without_gpu_is_a_clear_error():

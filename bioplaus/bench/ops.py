@@ -11,6 +11,14 @@ interleaved with the ops' samples, so the ratio says how close each op
 comes to what the BLAS (or cuBLAS) can do on this machine at that moment.
 Every number is a median over ``repeats`` timed samples; on a GPU the
 device is synchronised before each clock reading.
+
+The tables time the fast path (:func:`bioplaus.kernels.fast`), which
+training uses by default. A last table times the fast path beside the
+reference (:data:`bioplaus.kernels.REFERENCE`) for vgg8b's second conv
+layer, the max pooling after it and its local decoder's average pooling,
+at batch 32 (or the bench's batch if smaller): the reference reads as the
+equations and is not meant to be fast, the ratio says what the fast wing
+buys.
 """
 from __future__ import annotations
 
@@ -19,9 +27,8 @@ import time
 
 import numpy as np
 
-from bioplaus import backend
-from bioplaus.ops.conv import conv2d_backward, conv2d_forward
-from bioplaus.ops.linear import linear_backward, linear_forward
+from bioplaus import backend, kernels
+from bioplaus.ops.avgpool import decoder_pool_geometry
 
 VGG8B_CFG = (128, 256, "M", 256, 512, "M", 512, "M", 512, "M")
 
@@ -136,8 +143,9 @@ def _table(out, title, rows, timer):
     return rates, rate, peak
 
 
-def _linear_rows(xp, rng, batch):
-    """Rows of :func:`_table` for the dense layers of mlp 3x1024."""
+def _linear_rows(xp, rng, batch, k):
+    """Rows of :func:`_table` for the dense layers of mlp 3x1024, with the kernels ``k``."""
+    linear_forward, linear_backward = k.linear_forward, k.linear_backward
     for name, d_in, d_out in mlp_linear_shapes():
         x = _random(xp, rng, (batch, d_in))
         W = _random(xp, rng, (d_out, d_in), d_in**-0.5)
@@ -150,8 +158,9 @@ def _linear_rows(xp, rng, batch):
                lambda dy=dy, cache=cache: linear_backward(dy, cache))
 
 
-def _conv_rows(xp, rng, batch):
+def _conv_rows(xp, rng, batch, k):
     """Rows of :func:`_table` for the conv layers of vgg8b (one layer's arrays alive at a time)."""
+    conv2d_forward, conv2d_backward = k.conv2d_forward, k.conv2d_backward
     for name, c_in, c_out, size in vgg_conv_shapes():
         # input and upstream error laid out as the conv, pool and norm ops hand them on
         x = _random(xp, rng, (batch, c_in, size, size), channel_major=True)
@@ -164,6 +173,60 @@ def _conv_rows(xp, rng, batch):
                lambda x=x, W=W, b=b: conv2d_forward(x, W, b, 1, 1),
                lambda dy=dy, cache=cache: conv2d_backward(dy, cache))
         del x, dy, cache
+
+
+def _like(xp, a, values):
+    """``values`` copied into an array with ``a``'s shape, dtype and memory order."""
+    out = xp.empty_like(a)
+    out[...] = values
+    return out
+
+
+def _path_fns(xp, rng, batch, k):
+    """``{row name: (forward, backward)}`` of conv2, its max pooling and its decoder's
+    average pooling with the kernels ``k``, each fed the layout ``k``'s ops hand on."""
+    _, c_in, c_out, size = vgg_conv_shapes()[1]
+    x = _random(xp, rng, (batch, c_in, size, size))
+    W = _random(xp, rng, (c_out, c_in, 3, 3), (9 * c_in) ** -0.5)
+    b = _random(xp, rng, (c_out,), (9 * c_in) ** -0.5)
+    h, conv_cache = k.conv2d_forward(x, W, b, 1, 1)
+    dh = _like(xp, h, _random(xp, rng, h.shape))
+    p, pool_cache = k.maxpool2d_forward(h, 2, 2)
+    dp = _like(xp, p, _random(xp, rng, p.shape))
+    kernel, pad, _ = decoder_pool_geometry(c_out, size, 4096)
+    a, avg_cache = k.avgpool2d_forward(h, kernel, pad)
+    da = _random(xp, rng, a.shape)
+    return {
+        "conv2": (lambda: k.conv2d_forward(x, W, b, 1, 1),
+                  lambda: k.conv2d_backward(dh, conv_cache)),
+        "maxpool": (lambda: k.maxpool2d_forward(h, 2, 2),
+                    lambda: k.maxpool2d_backward(dp, pool_cache)),
+        "avgpool": (lambda: k.avgpool2d_forward(h, kernel, pad),
+                    lambda: k.avgpool2d_backward(da, avg_cache)),
+    }, {
+        "conv2": f"{c_in}->{c_out} @{size}x{size} 3x3 p1",
+        "maxpool": f"{c_out} @{size}x{size} 2x2 s2",
+        "avgpool": f"{c_out} @{size}x{size} {kernel[0]}x{kernel[1]} p{pad[0]},{pad[1]}",
+    }
+
+
+def _compare_paths(out, xp, batch, timer):
+    """Time and print the fast path beside the reference; ``{row: (fast fwd, fast bwd,
+    reference fwd, reference bwd)}`` in seconds."""
+    rng = np.random.default_rng(1)
+    fast, shapes = _path_fns(xp, rng, batch, kernels.fast())
+    ref, _ = _path_fns(xp, np.random.default_rng(1), batch, kernels.REFERENCE)
+    out("")
+    out(f"{f'fast vs reference (vgg8b, batch {batch})':<36}{'fwd ms':>10}{'bwd ms':>10}"
+        f"{'ref fwd':>10}{'ref bwd':>10}{'ref/fast':>10}")
+    result = {}
+    for name in fast:
+        times, _ = timer.run([*fast[name], *ref[name]])
+        result[name] = tuple(times)
+        f_fwd, f_bwd, r_fwd, r_bwd = (t * 1e3 for t in times)
+        out(f"{name:<8}{shapes[name]:<28}{f_fwd:>10.2f}{f_bwd:>10.2f}{r_fwd:>10.2f}{r_bwd:>10.2f}"
+            f"{(r_fwd + r_bwd) / (f_fwd + f_bwd):>9.1f}x")
+    return result
 
 
 def run_ops_bench(repeats=5, out=print, device="cpu", batch=128, peak_size=None):
@@ -188,8 +251,10 @@ def run_ops_bench(repeats=5, out=print, device="cpu", batch=128, peak_size=None)
     dict
         ``peak`` (median GFLOP/s of every peak sample of the run),
         ``linear`` and ``conv`` (name -> GFLOP/s), ``all_linear`` and
-        ``all_conv`` (GFLOP/s over each set) and ``ratio_linear``,
-        ``ratio_conv`` (each set's rate over the peak measured beside it).
+        ``all_conv`` (GFLOP/s over each set), ``ratio_linear``,
+        ``ratio_conv`` (each set's rate over the peak measured beside it)
+        and ``paths`` (row -> seconds of the fast forward, fast backward,
+        reference forward and reference backward).
 
     Notes
     -----
@@ -206,11 +271,14 @@ def run_ops_bench(repeats=5, out=print, device="cpu", batch=128, peak_size=None)
         f"batch {batch}, median of {repeats} samples")
     out(f"forward + backward (dW, db, dx with B = W): GFLOP = 3 x 2 x MACs; 'peak' is the "
         f"GFLOP/s of a {peak_size}^3 float32 matmul, sampled between the op's samples")
+    out("path: fast (bioplaus.fast where it has a twin, as training uses by default)")
+    k = kernels.fast()
     result = {}
     result["linear"], result["all_linear"], peak_lin = _table(
-        out, "linear (mlp 3x1024, 28x28)", _linear_rows(xp, rng, batch), timer)
+        out, "linear (mlp 3x1024, 28x28)", _linear_rows(xp, rng, batch, k), timer)
     result["conv"], result["all_conv"], peak_conv = _table(
-        out, "conv2d (vgg8b, 28x28)", _conv_rows(xp, rng, batch), timer)
+        out, "conv2d (vgg8b, 28x28)", _conv_rows(xp, rng, batch, k), timer)
+    result["paths"] = _compare_paths(out, xp, min(batch, 32), timer)
     result["ratio_linear"] = result["all_linear"] / peak_lin
     result["ratio_conv"] = result["all_conv"] / peak_conv
     result["peak"] = statistics.median(timer.peak_samples)

@@ -27,12 +27,14 @@ import time
 import numpy as np
 
 from bioplaus import backend, kernels
+from bioplaus.fast import conv as fast_conv
 from bioplaus.ops import conv
 
 # (module, function names): helpers the ops call through their module, timed
-# there (where the module has them)
+# there (where the module has them); the reference's and the fast twin's
 INTERNALS = (
     (conv, ("im2col", "col2im")),
+    (fast_conv, ("im2col", "col2im")),
 )
 
 

@@ -151,8 +151,8 @@ def empty(xp, shape, dtype):
 def empty_like(x, dtype=None):
     """An uninitialised array shaped like ``x`` whose memory is ordered as ``x``'s.
 
-    NumPy's elementwise ops keep their input's memory order (conv outputs
-    are channel-major, see :mod:`bioplaus.ops.conv`); an output taken from
+    NumPy's elementwise ops keep their input's memory order (the fast conv's
+    outputs are channel-major, see :mod:`bioplaus.fast.conv`); an output taken from
     here with ``out=`` keeps it too. From :data:`host_pool` on NumPy.
     """
     xp = array_module(x)

@@ -1,43 +1,33 @@
-"""Max pooling and flatten (average pooling: :mod:`bioplaus.ops.avgpool`).
+"""Max pooling (average pooling: :mod:`bioplaus.ops.avgpool`).
 
-Max pooling takes its maximum along window rows, then over the rows, and
-finds the winners with ``kh*kw`` strided slices of the input, one per
-window offset ``(i, j)``, each covering every example, channel and
-output pixel at once: no Python loop over examples or pixels, one code
-path for NumPy and CuPy, any window and stride, and the memory order of
-the input is kept (a channel-major activation from
-:func:`bioplaus.ops.conv.conv2d_forward` stays channel-major). For
-non-overlapping windows (``k == stride``, the usual case) the backward
-assigns instead of accumulating. A reshape-based path (``max`` over the
-two window axes of a ``(n, c, oh, kh, ow, kw)`` view) was measured and is
-several times slower in NumPy than these elementwise passes, so there is
-none.
+Each output takes the maximum of its window; the backward sends the
+output's error to the window's winner (its argmax) only. The windows are
+gathered as ``kh*kw`` strided slices of the input, one per window offset
+``(i, j)``, stacked on a last axis: ``(n, c, oh, ow, kh*kw)``.
 
 Output sizes follow PyTorch with ``ceil_mode=False``:
-``(size + 2 pad - k) // stride + 1``; a remainder that no window covers is
-dropped.
+``(size - k) // stride + 1``; a remainder that no window covers is dropped.
+
+This is the reference; the fast twin with the same signatures is
+:mod:`bioplaus.fast.pool`.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from bioplaus import backend
-from bioplaus.fast import memory
 from bioplaus.backend import array_module
 from bioplaus.ops.conv import _pair, conv_output_size
 
 
 def _window_views(x, k, stride, out):
-    """The ``kh*kw`` strided views ``x[..., i + sh*p, j + sw*q]``, row-major in ``(i, j)``.
+    """The ``kh*kw`` strided views ``x[:, :, p*sh + i, q*sw + j]``, row-major in ``(i, j)``.
 
     Each view has shape ``(n, c, oh, ow)``; the ``t``-th is window entry
     ``t = i*kw + j``.
     """
     (kh, kw), (sh, sw), (oh, ow) = k, stride, out
-    for i in range(kh):
-        rows = slice(i, i + sh * (oh - 1) + 1, sh)
-        for j in range(kw):
-            yield x[:, :, rows, slice(j, j + sw * (ow - 1) + 1, sw)]
+    return [x[:, :, i: i + sh * (oh - 1) + 1: sh, j: j + sw * (ow - 1) + 1: sw]
+            for i in range(kh) for j in range(kw)]
 
 
 class MaxPoolCache(NamedTuple):
@@ -45,9 +35,9 @@ class MaxPoolCache(NamedTuple):
 
     Attributes
     ----------
-    winner : array of uint8/int, shape (n, c, oh, ow), or None
-        Row-major index ``i*kw + j`` of each window's (first) maximum; None
-        when the forward was told no backward would follow.
+    winner : int array, shape (n, c, oh, ow), or None
+        Row-major index ``t = i*kw + j`` of each window's winner; None when
+        the forward was told no backward would follow.
     x_shape : tuple (n, c, h, w)
     k, stride : (int, int)
     """
@@ -56,31 +46,6 @@ class MaxPoolCache(NamedTuple):
     x_shape: tuple
     k: tuple
     stride: tuple
-
-
-def _max_of(xp, views):
-    """Elementwise maximum of equally shaped views, in the memory order of the first."""
-    out = xp.empty_like(views[0])
-    if len(views) == 1:
-        xp.copyto(out, views[0])
-        return out
-    xp.maximum(views[0], views[1], out=out)
-    for v in views[2:]:
-        xp.maximum(out, v, out=out)
-    return out
-
-
-def _first_equal(xp, views, m, dtype):
-    """Index of the first view equal to ``m`` at each position (the last one if none is).
-
-    Branch-free: with :math:`e_t = [v_t \\ne m]`, the index is
-    :math:`e_0 (1 + e_1 (1 + \\dots (1 + e_{T-2})))`.
-    """
-    t = xp.zeros_like(m, dtype=dtype)
-    for v in reversed(views[:-1]):  # t = e_t * (1 + t), from the last entry back
-        t += 1
-        t *= v != m
-    return t
 
 
 def maxpool2d_forward(x, k=2, stride=2, winner=True):
@@ -92,7 +57,7 @@ def maxpool2d_forward(x, k=2, stride=2, winner=True):
     k, stride : int or (int, int)
         Window size and stride per axis (PyTorch's default stride is ``k``).
     winner : bool
-        Whether to find each window's winner for :func:`maxpool2d_backward`.
+        Whether to keep each window's winner for :func:`maxpool2d_backward`.
         False when no error will come back through the pooling (the output
         of a block trained by a local loss is detached; evaluation): the
         cache then holds no winner and the backward refuses it.
@@ -100,52 +65,30 @@ def maxpool2d_forward(x, k=2, stride=2, winner=True):
     Returns
     -------
     y : array, shape (n, c, oh, ow)
-        ``oh = (h - kh) // sh + 1``; likewise ``ow``. Same memory order as ``x``.
+        ``oh = (h - kh) // sh + 1``; likewise ``ow``.
     cache : MaxPoolCache
-        The index of each window's winner (None when ``winner`` is False).
 
     Notes
     -----
-    .. math:: y_{n,c,p,q} = \\max_{i,j}\\; x_{n,c,\\,p s_h + i,\\, q s_w + j}
+    .. math:: y_{n,c,p,q} = \\max_{i,j}\\; x_{n,c,\\,p s_h + i,\\, q s_w + j},
+              \\qquad t^*_{n,c,p,q} = \\operatorname{argmax}_{i k_w + j}(\\dots)
 
     On ties the winner is the first maximum in row-major window order, as
     in PyTorch's ``max_pool2d``; the backward sends the error to that one
     entry only (as in the feedback-alignment baseline of Mostafa et al.,
-    2018, where max-pool routes the error to the winner).
-
-    The maximum is separable, and taken so: first along each window row,
-    :math:`r_{n,c,a,q} = \\max_j x_{n,c,a,q s_w + j}`, then over the rows,
-    :math:`y_{n,c,p,q} = \\max_i r_{n,c,p s_h + i,q}`: the input is read once
-    instead of ``kh*kw`` times (for 2x2 windows of a vgg8b activation about
-    twice as fast as the maximum of the four window offsets). The winner,
-    the first window entry :math:`t = i k_w + j` equal to :math:`y`, takes
-    one comparison per entry (:func:`_first_equal`); without a backward to
-    come it is skipped, which makes the forward about four times faster.
+    2018, where max-pool routes the error to the winner). A window that
+    holds a NaN gives NaN, and its winner is its first NaN (NumPy's
+    ``max`` and ``argmax``; PyTorch does the same).
     """
     xp = array_module(x)
     k, stride = _pair(k, "k"), _pair(stride, "stride")
-    (kh, kw), (sh, sw) = k, stride
     n, c, h, w = x.shape
-    oh, ow = conv_output_size(h, kh, sh, 0), conv_output_size(w, kw, sw, 0)
-    rows = sh * (oh - 1) + kh  # input rows that some window reads
-    cols = [x[:, :, :rows, j: j + sw * (ow - 1) + 1: sw] for j in range(kw)]  # kw x (n, c, rows, ow)
-    r = _max_of(xp, cols)  # row maxima (n, c, rows, ow), x's memory order
-    r_rows = [r[:, :, i: i + sh * (oh - 1) + 1: sh] for i in range(kh)]  # kh x (n, c, oh, ow)
-    y = _max_of(xp, r_rows)  # (n, c, oh, ow)
-    if not winner:
-        return y, MaxPoolCache(None, tuple(x.shape), k, stride)
-    views = list(_window_views(x, k, stride, (oh, ow)))  # kh*kw x (n, c, oh, ow)
-    winners = _first_equal(xp, views, y, xp.uint8 if len(views) <= 256 else xp.int64)
-    return y, MaxPoolCache(winners, tuple(x.shape), k, stride)
-
-
-def _zeros_in_memory_order_of(ref, shape):
-    """Zeros of 4-D ``shape``, channel-major in memory when ``ref`` is, else C order."""
-    xp = array_module(ref)
-    if not ref.flags.c_contiguous and ref.transpose(1, 0, 2, 3).flags.c_contiguous:
-        n, c, h, w = shape
-        return memory.zeros(xp, (c, n, h, w), ref.dtype).transpose(1, 0, 2, 3)
-    return memory.zeros(xp, shape, ref.dtype)
+    oh = conv_output_size(h, k[0], stride[0], 0)
+    ow = conv_output_size(w, k[1], stride[1], 0)
+    windows = xp.stack(_window_views(x, k, stride, (oh, ow)), axis=-1)  # (n, c, oh, ow, kh*kw)
+    y = windows.max(axis=-1)
+    t = windows.argmax(axis=-1) if winner else None
+    return y, MaxPoolCache(t, tuple(x.shape), k, stride)
 
 
 def maxpool2d_backward(dy, cache):
@@ -160,14 +103,17 @@ def maxpool2d_backward(dy, cache):
     -------
     dx : array, shape (n, c, h, w)
         ``dy`` at each winner's position, zero elsewhere (summed where
-        overlapping windows share a winner). Channel-major in memory when
-        ``dy`` is.
+        overlapping windows share a winner). An entry that is no winner
+        gets exactly 0, whatever ``dy`` holds (no ``NaN * 0``).
 
     Notes
     -----
     .. math:: \\delta x_{n,c,\\,p s_h + i,\\, q s_w + j}
               \\mathrel{+}= \\delta y_{n,c,p,q}\\,[\\,i k_w + j = t^*_{n,c,p,q}\\,]
     """
+    if not isinstance(cache, MaxPoolCache):
+        raise TypeError(f"maxpool2d_backward: cache must come from bioplaus.ops.pool, "
+                        f"got {type(cache).__module__}.{type(cache).__name__}")
     winner, x_shape, k, stride = cache
     if winner is None:
         raise ValueError("maxpool2d_backward: the forward ran with winner=False (no error was "
@@ -175,30 +121,7 @@ def maxpool2d_backward(dy, cache):
     if dy.shape != winner.shape:
         raise ValueError(f"maxpool2d_backward: dy must be {winner.shape}, got {dy.shape}")
     xp = array_module(dy)
-    dx = _zeros_in_memory_order_of(dy, x_shape)
-    views = _window_views(dx, k, stride, winner.shape[2:])  # views of dx
-    for t, v in enumerate(views):
-        if k == stride:  # non-overlapping windows: each entry of dx is written once
-            xp.multiply(dy, winner == t, out=v)
-        else:
-            v += dy * (winner == t)
+    dx = xp.zeros(x_shape, dtype=dy.dtype)
+    for t, view in enumerate(_window_views(dx, k, stride, winner.shape[2:])):
+        view += xp.where(winner == t, dy, 0)
     return dx
-
-
-def flatten_forward(x):
-    """Flatten all but the batch axis: ``(n, c, h, w) -> (n, c*h*w)``.
-
-    Returns
-    -------
-    y : array, shape (n, prod(x.shape[1:]))
-        In C order over ``(c, h, w)``, as ``torch.flatten(x, 1)``; copied only
-        if ``x``'s memory is not C-ordered.
-    shape : tuple
-        ``x.shape``, for :func:`flatten_backward`.
-    """
-    return x.reshape(x.shape[0], -1), tuple(x.shape)
-
-
-def flatten_backward(dy, shape):
-    """Inverse of :func:`flatten_forward`: ``dy`` (n, d) back to ``shape``."""
-    return dy.reshape(shape)

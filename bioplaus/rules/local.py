@@ -237,9 +237,7 @@ def local_block_update(model, block, geom, h, y, Y) -> LocalResult:
                                                  w_sim, k=k)
         grads.update({p + k: v for k, v in g.items()})
         if dh is not None:
-            # dh_s is the sim loss's fresh error array (no cache holds it): add in
-            # place. In a conv block it is channel-major in memory, as the encoder's
-            # backward wants it (see bioplaus.ops.conv)
+            # dh_s is the sim loss's fresh error array (no cache holds it): add in place
             dh_s += dh
         dh = dh_s
     if dh is None:

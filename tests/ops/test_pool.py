@@ -1,4 +1,4 @@
-"""Pooling and flatten: naive-loop twins, finite differences, torch, decoder geometry."""
+"""Pooling: naive-loop twins, finite differences, torch, NaN windows, decoder geometry."""
 import math
 
 import numpy as np
@@ -7,12 +7,7 @@ import torch
 
 from bioplaus import backend
 from bioplaus.ops.avgpool import avgpool2d_backward, avgpool2d_forward, decoder_pool_geometry
-from bioplaus.ops.pool import (
-    flatten_backward,
-    flatten_forward,
-    maxpool2d_backward,
-    maxpool2d_forward,
-)
+from bioplaus.ops.pool import maxpool2d_backward, maxpool2d_forward
 from helpers import check_grad, rel_error
 
 # (h, w, k, stride): the nets' 2x2; floor with odd sizes; non-square windows;
@@ -105,16 +100,37 @@ def test_maxpool_matches_torch_and_finite_differences(geom):
                maxpool2d_backward(dy, cache), eps=1e-4)
 
 
-def test_maxpool_keeps_channel_major_memory():
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((3, 4, 6, 6)).transpose(1, 0, 2, 3)  # (n, c, h, w), memory (c, n, h, w)
+def test_maxpool_nan_window_gives_nan_and_routes_to_its_first_nan():
+    """A window holding a NaN gives NaN (as torch's max_pool2d) and its winner is its first
+    NaN (numpy's argmax). torch routes the error to the window's last NaN instead (its
+    kernels keep updating on every NaN): the same y, the error on another NaN entry."""
+    x = np.arange(2 * 3 * 4 * 4, dtype=np.float64).reshape(2, 3, 4, 4)
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = np.nan  # window (0, 0): NaN at entries 1 and 2
+    x[1, 2, 3, 3] = np.nan  # window (1, 1): NaN at its last entry
     y, cache = maxpool2d_forward(x, 2, 2)
-    assert y.transpose(1, 0, 2, 3).flags.c_contiguous
-    dx = maxpool2d_backward(y, cache)
-    assert dx.transpose(1, 0, 2, 3).flags.c_contiguous
-    y_c, cache_c = maxpool2d_forward(np.ascontiguousarray(x), 2, 2)
-    np.testing.assert_array_equal(y, y_c)
-    np.testing.assert_array_equal(dx, maxpool2d_backward(np.ascontiguousarray(y), cache_c))
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(tx, 2, 2)
+    np.testing.assert_array_equal(y, ty.detach().numpy())  # NaN where torch has NaN
+    assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[1, 2, 1, 1]) and np.isfinite(y).sum() == 22
+    assert cache.winner[0, 0, 0, 0] == 1 and cache.winner[1, 2, 1, 1] == 3
+    dy = np.arange(1.0, 1.0 + y.size).reshape(y.shape)
+    dx = maxpool2d_backward(dy, cache)
+    ty.backward(torch.tensor(dy))
+    t_dx = tx.grad.numpy()
+    assert dx[0, 0, 0, 1] == t_dx[0, 0, 1, 0] == dy[0, 0, 0, 0]  # first NaN here, last in torch
+    assert dx[0, 0, 1, 0] == t_dx[0, 0, 0, 1] == 0
+    dx[0, 0, :2, :2] = t_dx[0, 0, :2, :2]
+    np.testing.assert_array_equal(dx, t_dx)  # everything else as torch
+
+
+def test_maxpool_backward_gives_zero_off_the_winner_whatever_dy_holds():
+    x = np.random.default_rng(6).standard_normal((1, 2, 4, 4))
+    _, cache = maxpool2d_forward(x, 2, 2)
+    dy = np.full((1, 2, 2, 2), np.inf)
+    dy[0, 1, 1, 0] = np.nan
+    dx = maxpool2d_backward(dy, cache)
+    assert (dx != 0).sum() == 8  # one winner per window gets dy, the others exactly 0
+    assert np.isnan(dx).sum() == 1 and np.isinf(dx).sum() == 7
 
 
 @pytest.mark.parametrize("geom", AVG_GEOMETRIES, ids=AVG_IDS)
@@ -138,7 +154,6 @@ def test_avgpool_matches_loops_torch_and_finite_differences(geom):
 
 @pytest.mark.parametrize("layout", ["C", "channel-major", "strided"])
 def test_avgpool_in_every_memory_layout_matches_loops(layout):
-    # C order and channel-major take one 2-D product per axis; other views the batched one
     rng = np.random.default_rng(5)
     base = rng.standard_normal((3, 4, 9, 14))
     x = {"C": base, "channel-major": np.ascontiguousarray(base.swapaxes(0, 1)).swapaxes(0, 1),
@@ -150,7 +165,7 @@ def test_avgpool_in_every_memory_layout_matches_loops(layout):
         if layout == "strided":
             dy = np.repeat(dy, 2, axis=3)[:, :, :, ::2]  # a view that is not contiguous
         dx = avgpool2d_backward(dy, cache)
-        assert dx.transpose(1, 0, 2, 3).flags.c_contiguous  # channel-major
+        assert dx.flags.c_contiguous
         tx = torch.tensor(np.ascontiguousarray(x), requires_grad=True)
         torch.nn.functional.avg_pool2d(tx, kernel, kernel, pad).backward(torch.tensor(dy))
         assert rel_error(dx, tx.grad.numpy()) < 1e-12
@@ -214,15 +229,6 @@ def test_decoder_sizes_of_vgg8b_on_28x28():
     dims = [c * math.prod(decoder_pool_geometry(c, s, 4096)[2]) for c, s in blocks]
     assert dims == [3584, 4096, 4096, 4096, 4096, 3072]
     assert all(d <= 4096 for d in dims)
-
-
-def test_flatten_roundtrip():
-    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
-    x_cm = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
-    for a in (x, x_cm):
-        y, shape = flatten_forward(a)
-        np.testing.assert_array_equal(y, torch.flatten(torch.tensor(x), 1).numpy())
-        np.testing.assert_array_equal(flatten_backward(y, shape), x)
 
 
 def test_numpy_cupy_parity(xp):

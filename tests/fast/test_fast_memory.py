@@ -1,13 +1,14 @@
-"""The host pool: buffers reused only when free, memory order kept, and every op that
-takes its outputs from the pool gives the same numbers when the pool hands it stale memory."""
+"""The fast wing's host pool: buffers reused only when free, memory order kept, and every
+fast op that takes its outputs from the pool gives the same numbers when the pool hands it
+stale memory."""
 import numpy as np
 import pytest
 
-from bioplaus import backend, similarity
+from bioplaus import kernels
 from bioplaus.bench import memory
+from bioplaus.fast import avgpool, conv, pool
 from bioplaus.fast import memory as host_memory
 from bioplaus.fast.memory import HostPool
-from bioplaus.ops import act, conv, norm
 
 
 def _addr(a):
@@ -98,7 +99,8 @@ def stale_pool(monkeypatch):
 
 
 def _ops(x, W):
-    """Forward and backward of every pooled op on one input."""
+    """Forward and backward of every fast op that uses the pool, on one input."""
+    k = kernels.fast()
     rng = np.random.default_rng(3)
     out = {}
     y, cc = conv.conv2d_forward(x, W, None, stride=1, pad=1)
@@ -110,14 +112,18 @@ def _ops(x, W):
     out.update(conv=y, conv_dx=dx, conv_dW=dW)
     out["col2im s2"] = conv.col2im(rng.standard_normal((x.shape[1] * 9, x.shape[0] * 3 * 3)),
                                    x.shape, 3, 3, 2, 0)
+    p, pc = pool.maxpool2d_forward(y, 2, 2)
+    out["maxpool"], out["maxpool_dx"] = p, pool.maxpool2d_backward(p, pc)
+    a, ac = avgpool.avgpool2d_forward(y, (4, 2), (2, 1))
+    out["avgpool"], out["avgpool_dx"] = a, avgpool.avgpool2d_backward(a, ac)
     g, b = rng.standard_normal(y.shape[1]), rng.standard_normal(y.shape[1])
-    z, bc, _, _ = norm.batchnorm_forward(y, g, b, None, None, training=True)
+    z, bc, _, _ = k.batchnorm_forward(y, g, b, None, None, training=True)
     out["bn"] = z
-    out["bn_dx"], out["bn_dg"], _ = norm.batchnorm_backward(dy, bc)
-    r, ac = act.relu_forward(z)
-    out["relu"], out["relu_dx"] = r, act.relu_backward(dy, ac)
-    S, sc = similarity.similarity_matrix_forward(r)
-    out["S"], out["S_dx"] = S, similarity.similarity_matrix_backward(rng.standard_normal(S.shape), sc)
+    out["bn_dx"], out["bn_dg"], _ = k.batchnorm_backward(dy, bc)
+    r, ac = k.relu_forward(z)
+    out["relu"], out["relu_dx"] = r, k.relu_backward(dy, ac)
+    S, sc = k.similarity_matrix_forward(r)
+    out["S"], out["S_dx"] = S, k.similarity_matrix_backward(rng.standard_normal(S.shape), sc)
     return out
 
 
