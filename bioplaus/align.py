@@ -34,8 +34,9 @@ global gradient itself under every rule (angle 0), scaled by
 :math:`1 - \beta` under ``predsim`` and ``predsim-bio`` (the output loss's
 weight there); under local rules with a zero-initialised output layer the
 global gradient of every hidden block is exactly zero at initialisation
-(no error crosses :math:`W_{out} = 0`), so their angles are undefined
-(``nan``) until the output layer has moved.
+(no error crosses :math:`W_{out} = 0`), and under ``pred`` the update of
+every block is zero (no error crosses its zero-initialised decoder), so
+their angles are undefined (``nan``) until those weights have moved.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ import time
 
 import numpy as np
 
-from bioplaus import backend
+from bioplaus import backend, kernels
 
 BACKPROP = "backprop"
 
@@ -72,15 +73,6 @@ def norm_ratio(a, b) -> float:
     return na / nb if nb > 0.0 else float("nan")
 
 
-def _reference_kernels():
-    """The reference kernel table where the package has one (None otherwise)."""
-    try:
-        from bioplaus import kernels
-    except ImportError:  # pragma: no cover - kernels.py is part of the package
-        return None
-    return kernels.REFERENCE
-
-
 def diagnostic_copy(model, dtype=np.float64, rule: str | None = None):
     """A copy of ``model`` to compute on: its own arrays (cast to ``dtype``; None keeps
     the model's), the reference kernels, and optionally another rule."""
@@ -93,14 +85,9 @@ def diagnostic_copy(model, dtype=np.float64, rule: str | None = None):
         return {k: xp.array(v, dtype=dtype, copy=True) for k, v in d.items()}
 
     kw = dict(params=cast(model.params), buffers=cast(model.buffers), fixed=cast(model.fixed),
-              dtype=dtype)
+              dtype=dtype, k=kernels.REFERENCE)
     if rule is not None:
         kw["rule"] = get_rule(rule)
-    names = {f.name for f in dataclasses.fields(model)}
-    if "k" in names:
-        ref = _reference_kernels()
-        if ref is not None:
-            kw["k"] = ref
     return dataclasses.replace(model, **kw)
 
 
@@ -223,7 +210,8 @@ def alignment(model, batches, *, dtype=np.float64, first_step: int = 0) -> dict:
                      "defined"}, ...],   # mean and std over the batches where defined
          "feedback": {label: angle}}
 
-    ``angle``/``ratio`` are None where the global gradient was zero on every batch.
+    ``angle``/``ratio`` are None where the update or the global gradient was zero on
+    every batch.
     """
     per = {}
     k = 0
@@ -272,8 +260,9 @@ def format_table(res: dict, weights_only: bool = False) -> str:
         for k, v in res["feedback"].items():
             lines.append(f"{k:<28} {f(v)}")
     if any(r["angle"] is None for r in res["params"]):
-        lines.append("n/a: the backprop gradient is zero on every batch (e.g. the output "
-                     "layer's weight is still zero, so no error reaches the blocks)")
+        lines.append("n/a: the update or the backprop gradient is zero on every batch (e.g. "
+                     "the output layer's weight, or a local decoder's, is still zero, so no "
+                     "error reaches the blocks)")
     return "\n".join(lines)
 
 

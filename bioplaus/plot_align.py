@@ -27,11 +27,12 @@ def _pyplot():
 
 
 def _net_order(label: str):
-    """Blocks by their index (``layers.10`` after ``layers.9``), the output layer last."""
+    """Net order: conv blocks (``features.<i>``) by index, then fully connected blocks
+    (``layers.10`` after ``layers.9``), the output layer last."""
     m = re.match(r"(.*?)\.(\d+)(\..*)?$", label)
     if m is None:
-        return (1, label, 0, "")
-    return (0, m.group(1), int(m.group(2)), m.group(3) or "")
+        return (2, label, 0, "")
+    return (0 if m.group(1) == "features" else 1, m.group(1), int(m.group(2)), m.group(3) or "")
 
 
 def weight_curves(cols: dict) -> dict:

@@ -77,7 +77,7 @@ def test_every_rule_runs_and_its_output_layer_follows_the_global_gradient(rule):
     assert list(rows) == align.compared_params(m)
     # the output layer's update is the gradient of the output loss itself,
     # weighted by 1 - beta where the rule mixes it with sim (predsim, predsim-bio)
-    scale = m.weights.out
+    scale = 1.0 - m.cfg.beta if m.rule.uses_beta else 1.0
     for p in ("layer_out.weight", "layer_out.bias"):
         assert rows[p]["angle"] < 1e-6, (rule, p)
         assert rows[p]["ratio"] == pytest.approx(scale, rel=1e-10), (rule, p)
@@ -180,6 +180,17 @@ def test_backprop_twin_gradient_matches_finite_differences_of_the_output_loss():
             assert g[name][idx] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-10), name
 
 
+def test_diagnostics_run_on_the_reference_kernels():
+    from bioplaus import kernels
+
+    m = _model("fa")
+    m.k = kernels.fast()  # what a run holds by default
+    diag = align.diagnostic_copy(m)
+    assert diag.k is kernels.REFERENCE and align.backprop_twin(diag).k is kernels.REFERENCE
+    assert m.k is kernels.fast() and diag.params["layers.0.encoder.weight"] is not \
+        m.params["layers.0.encoder.weight"]
+
+
 def test_the_model_is_left_untouched():
     m = _model("predsim", dropout=0.2)
     m.params = {k: v.astype(np.float32) for k, v in m.params.items()}
@@ -203,3 +214,27 @@ def test_zero_output_layer_leaves_the_blocks_undefined():
         if r["layer"] != "layer_out":
             assert r["angle"] is None and r["defined"] == 0, r
     assert "n/a" in align.format_table(res)
+
+
+def test_every_rule_on_a_small_vgg():
+    # conv blocks, max-pools and the decoders' average pools: the output layer
+    # follows the gradient, fixed feedback is found for every block that has one
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 2, 12, 12))
+    y = np.arange(8) % C
+    for rule in RULES:
+        cfg = Config(rule=rule, net="vgg6a", feat_mult=1 / 32, num_layers=1, num_hidden=16,
+                     dim_in_decoder=32, seed=3, target_proj_size=8, dtype="float64", dropout=0.1)
+        m = build_model(cfg, (2, 12, 12), C, dtype=np.float64)
+        o = m.spec.out_name + ".weight"
+        m.params[o] = 0.3 * rng.standard_normal(m.params[o].shape)
+        res = align.alignment(m, [(x, y)])
+        rows = {r["param"]: r for r in res["params"]}
+        assert len(rows) == 4 * len(m.spec.blocks) + 2, rule
+        assert rows[o]["angle"] < 1e-6, rule
+        n_fb = {"fa": len(m.spec.blocks), "pred-bio": len(m.spec.blocks),
+                "predsim-bio": len(m.spec.blocks), "frc-sym": len(m.spec.blocks),
+                "frc-sign": len(m.spec.blocks), "frc-random": len(m.spec.blocks)}.get(rule, 0)
+        assert len(res["feedback"]) == n_fb, (rule, res["feedback"])
+        if rule == "backprop":
+            assert all(r["angle"] < 1e-6 for r in rows.values())
