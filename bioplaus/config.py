@@ -184,7 +184,7 @@ def validate(cfg: Config) -> None:
         v = getattr(cfg, key)
         if v < least:
             zero = f" ({_MEANING_OF_0[key]})" if key in _MEANING_OF_0 else ""
-            raise ConfigError(f"{_opt(key)} must be >= {least}{zero}, got {v}")
+            raise ConfigError(f"{_opt(key)} must be >= {least}{zero}, got {v} (recipe key {key})")
     ms = list(cfg.lr_decay_milestones)
     checks = [
         (cfg.num_layers is None or cfg.num_layers >= 1,

@@ -4,7 +4,8 @@ The lock file is created with ``O_CREAT | O_EXCL`` (atomic on local and NFSv3+
 file systems), so of two ``train`` processes started on one ``--out`` exactly
 one gets it; the other is refused with :class:`RunLocked` naming the holder.
 A lock left by a process that has died (same host, pid no longer running) is
-taken over, with a message. The lock is released (the file removed) only by
+taken over, with a message; within one process a second writer (another
+thread's run) is refused as well. The lock is released (the file removed) only by
 its holder, and only if the file still names it.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from bioplaus.io import CheckpointError
 
 LOCK_NAME = ".lock"
+_HELD: dict = {}  # lock path -> id of the RunLock of this process that holds it
 
 
 class RunLocked(CheckpointError):
@@ -74,6 +76,7 @@ class RunLock:
         for _ in range(3):
             if self._create():
                 self.held = True
+                _HELD[os.path.realpath(self.path)] = id(self)
                 return self
             holder = _read(self.path)
             if holder is None:
@@ -83,6 +86,10 @@ class RunLock:
                                 "if no bioplaus train is using this directory, delete that file "
                                 "and start again")
             pid, host, since = holder
+            if host == self.host and pid == self.pid and os.path.realpath(self.path) in _HELD:
+                raise RunLocked(f"{self.folder} is in use by another run of this process "
+                                f"(process {pid} on {host} holds {self.path}); one writer per "
+                                "run directory")
             if host == self.host and (pid == self.pid or not _alive(pid)):
                 if pid != self.pid:
                     self.log(f"note: {self.path} was left by process {pid} on {host} "
@@ -104,6 +111,8 @@ class RunLock:
         if not self.held:
             return
         self.held = False
+        if _HELD.get(os.path.realpath(self.path)) == id(self):
+            del _HELD[os.path.realpath(self.path)]
         holder = _read(self.path)
         if holder is not None and holder[0] == self.pid and holder[1] == self.host:
             try:

@@ -62,3 +62,11 @@ def test_a_live_or_foreign_lock_is_refused_and_never_removed(tmp_path):
     with pytest.raises(RunLocked, match="cannot be read"):
         RunLock(folder).acquire()
     assert (folder / ".lock").read_text() == "garbage"
+
+
+def test_a_second_writer_in_the_same_process_is_refused(tmp_path):
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(RunLocked, match="in use by another run of this process"):
+            RunLock(tmp_path / "run").acquire()
+    with RunLock(tmp_path / "run"):  # released: free again
+        pass
