@@ -44,6 +44,7 @@ def _register():
         ("bioplaus.cli.plot", "plot"),
         ("bioplaus.cli.results", "results"),
         ("bioplaus.cli.align", "align"),
+        ("bioplaus.cli.sweep", "sweep"),
     ]:
         try:
             m = importlib.import_module(mod)

@@ -8,8 +8,13 @@ import click
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--write", "readme", default=None, type=click.Path(dir_okay=False),
               help="Replace the table between the results markers of this file (README.md).")
-def results(runs_dir, readme):
+@click.option("--sweep", "sweep_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="A `bioplaus sweep` directory: mean ± std and n of the final test error per cell.")
+def results(runs_dir, readme, sweep_dirs):
     """Print (or write into the README) the results table of every recipe."""
+    if sweep_dirs:
+        from bioplaus.sweep import sweep_results_cli
+        return sweep_results_cli(sweep_dirs, click)
     from bioplaus.recipes import RecipeError
     from bioplaus.results import collect, render_table, update_readme
 

@@ -1,0 +1,598 @@
+"""Sweeps: recipes x seeds x overrides, each run a Ray task training into its own directory.
+
+A sweep is a list of ordinary training runs. Each one is the same
+:class:`~bioplaus.train.Trainer` that ``bioplaus train`` uses, writing into
+``OUT/<cell>/seed<k>/`` (``<cell>`` is the recipe's file name, plus
+``+key=value`` for every ``--set`` key given more than one value), so each
+run directory is a resumable run like any other: a directory holding a
+finished run is skipped, an unfinished one resumes from its checkpoint
+(exactly: see :mod:`bioplaus.train`).
+
+Ray does the placement, the resource accounting (``num_cpus`` /
+``num_gpus`` per task, fractional GPUs allowed) and the retries: a task
+whose worker process or node dies is started again (``max_retries``), and
+the new attempt resumes from the run's last checkpoint. The driver only
+starts the tasks, polls ``ray.wait`` and shows what the runs report in
+their directories (``progress.json``, written by the task). Ctrl-C on the
+driver cancels every task; Ray delivers it to the task as SIGINT, which
+the trainer answers by writing a checkpoint and stopping.
+
+Each cell directory holds ``cell.json`` (the recipe, the overrides, the
+paper's number), which :func:`aggregate` reads to give the mean, standard
+deviation and count of the final test error over seeds.
+
+Ray is optional (``pip install 'bioplaus[cluster]'``): this module imports
+it only inside the functions that need it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import itertools
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import time
+import tomllib
+
+from bioplaus.config import Config, ConfigError, validate
+from bioplaus.recipes import load_recipe
+
+PROGRESS = "progress.json"
+CELL = "cell.json"
+CHECKPOINT = "checkpoint.h5"
+INSTALL_HINT = "pip install 'bioplaus[cluster]'"
+BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BIOPLAUS_NUM_THREADS")
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start as asked; the message names the option, file or value."""
+
+
+class SweepInterrupted(RuntimeError):
+    """Ctrl-C on the driver: every run was asked to stop with a checkpoint."""
+
+    def __init__(self, message, rows):
+        super().__init__(message)
+        self.rows = rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    cell: str        # OUT/<cell>/...
+    seed: int
+    run_dir: str     # OUT/<cell>/seed<k>, absolute
+    config: dict     # the Config as a dict, seed included
+    recipe: str      # the recipe file, absolute
+    paper: dict      # the recipe's [paper] table
+
+    @property
+    def name(self) -> str:
+        return f"{self.cell}/seed{self.seed}"
+
+
+def require_ray():
+    """The ``ray`` module, or a SweepError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise SweepError("bioplaus sweep needs Ray, which is not installed; install it with "
+                         f"{INSTALL_HINT}") from None
+    return ray
+
+
+# ---------------------------------------------------------------- the plan
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _value(key: str, text: str):
+    """A ``--set`` value: TOML (10, 5e-4, true, [5, 7]) or else a plain string."""
+    try:
+        val = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        val = text
+    if isinstance(_FIELDS[key].default, tuple) and isinstance(val, int):
+        val = [val]
+    if isinstance(_FIELDS[key].default, tuple) and isinstance(val, str):
+        try:
+            val = [int(t) for t in val.split(",") if t.strip()]
+        except ValueError:
+            raise SweepError(f"--set {key}={text}: expected comma-separated integers, "
+                             "e.g. 100,150,175") from None
+    return val
+
+
+def parse_sets(items) -> dict[str, list]:
+    """``--set key=value`` options -> {Config field: [values]}; a key given more
+    than once is an axis of the sweep (each value a cell of its own)."""
+    out: dict[str, list] = {}
+    for item in items or ():
+        key, eq, text = str(item).partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not key:
+            raise SweepError(f"--set {item!r}: expected key=value, e.g. --set epochs=20")
+        if key == "seed":
+            raise SweepError("--set seed=...: give the seeds with --seeds (e.g. --seeds 0-4)")
+        if key not in _FIELDS or key == "extra":
+            raise SweepError(f"--set {item!r}: unknown key {key!r}; known keys: "
+                             + ", ".join(k for k in sorted(_FIELDS) if k not in ("extra", "seed")))
+        val = _value(key, text.strip())
+        if val not in out.setdefault(key, []):
+            out[key].append(val)
+    return out
+
+
+def _fmt(v) -> str:
+    return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+
+def check_config(d: dict) -> Config:
+    """The Config of a run, checked as ``bioplaus train`` checks it (before Ray starts)."""
+    from bioplaus.rules.registry import RULES
+    from bioplaus.train import check_rule_options
+
+    cfg = Config.from_dict(d)
+    validate(cfg)
+    if cfg.rule not in RULES:
+        raise ConfigError(f"unknown rule {cfg.rule!r}; known rules: {', '.join(RULES)}")
+    check_rule_options(cfg)
+    return cfg
+
+
+def expand(recipes, seeds=None, sets=None, out="out/sweep", gpus_per_run: float = 0) -> list[Run]:
+    """Every run of the sweep: recipes x values of the ``--set`` axes x seeds.
+
+    ``seeds`` None keeps each recipe's own seed. With ``gpus_per_run`` > 0
+    the runs train on the GPU unless ``--set device=...`` says otherwise.
+    """
+    sets = dict(sets or {})
+    axes = {k: v for k, v in sets.items() if len(v) > 1}
+    fixed = {k: v[0] for k, v in sets.items() if len(v) == 1}
+    if gpus_per_run and "device" not in sets:
+        fixed["device"] = "gpu"
+    out = os.path.abspath(out)
+    runs, owner = [], {}
+    for path in recipes:
+        rec = load_recipe(path)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in owner and owner[stem] != os.path.abspath(path):
+            raise SweepError(f"recipes {owner[stem]} and {path} have the same name {stem!r}, and "
+                             "so the same run directories; run them as two sweeps with different "
+                             "--out")
+        owner[stem] = os.path.abspath(path)
+        for combo in itertools.product(*axes.values()):
+            picked = dict(zip(axes, combo))
+            cell = stem + "".join(f"+{k}={_fmt(v)}" for k, v in picked.items())
+            base = {**rec.config, **fixed, **picked}
+            for seed in (seeds if seeds is not None else [base.get("seed", Config.seed)]):
+                d = {**base, "seed": int(seed)}
+                try:
+                    check_config(d)
+                except (ConfigError, TypeError, ValueError) as exc:
+                    raise SweepError(f"{path} with {_fmt_sets(fixed, picked)}: {exc}") from None
+                runs.append(Run(cell, int(seed), os.path.join(out, cell, f"seed{seed}"),
+                                Config.from_dict(d).to_dict(), os.path.abspath(path),
+                                dict(rec.paper)))
+    if not runs:
+        raise SweepError("nothing to run: give at least one recipe")
+    return runs
+
+
+def _fmt_sets(fixed, picked) -> str:
+    both = {**fixed, **picked}
+    return " ".join(f"--set {k}={_fmt(v)}" for k, v in both.items()) or "no --set"
+
+
+def write_cells(runs: list[Run]) -> None:
+    """``OUT/<cell>/cell.json`` for every cell; refuses a directory that holds another cell."""
+    seen = {}
+    for r in runs:
+        cfg = {k: v for k, v in r.config.items() if k != "seed"}
+        seen.setdefault(os.path.dirname(r.run_dir), (r, cfg))
+    for cell_dir, (r, cfg) in seen.items():
+        path = os.path.join(cell_dir, CELL)
+        doc = {"cell": r.cell, "recipe": r.recipe, "paper": r.paper, "config": cfg}
+        if os.path.exists(path):
+            try:
+                with open(path) as f:
+                    old = json.load(f)
+            except (OSError, ValueError) as exc:
+                raise SweepError(f"{path}: not a readable cell file ({exc}); move it away or "
+                                 "choose another --out") from None
+            if old.get("config") != cfg:
+                from bioplaus.config import differences
+                diff = differences(Config.from_dict({**old.get("config", {}), "seed": 0}),
+                                   Config.from_dict({**cfg, "seed": 0}), ignore=())
+                raise SweepError(f"{path} belongs to a sweep with another configuration; choose "
+                                 "another --out. Differences:\n  " + "\n  ".join(diff))
+            continue
+        os.makedirs(cell_dir, exist_ok=True)
+        _write_json(path, doc)
+
+
+def _write_json(path: str, doc: dict) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------- run states
+def run_state(run_dir: str, config: dict) -> tuple[str, dict | None]:
+    """``("new" | "unfinished" | "finished" | "damaged", checkpoint or None)``.
+
+    Finished: the checkpoint is past the last epoch, or at ``max_steps``.
+    """
+    from bioplaus.io import CheckpointError, load_checkpoint
+
+    path = os.path.join(run_dir, CHECKPOINT)
+    if not os.path.exists(path):
+        return "new", None
+    try:
+        ck = load_checkpoint(path)
+    except CheckpointError:
+        return "damaged", None
+    max_steps = int(config.get("max_steps") or 0)
+    if ck["epoch"] > int(config["epochs"]) or (max_steps and ck["step"] >= max_steps):
+        return "finished", ck
+    return "unfinished", ck
+
+
+# ------------------------------------------------------------- the task
+class _Reporter:
+    """Writes the run's ``progress.json`` (atomically, at most once a second)."""
+
+    def __init__(self, run_dir: str, epochs: int, attempt: int):
+        self.path = os.path.join(run_dir, PROGRESS)
+        self.base = {"pid": os.getpid(), "node": socket.gethostname(), "attempt": attempt,
+                     "epochs": epochs}
+        self.last = 0.0
+        self.doc = {}
+
+    def write(self, state: str, **kw) -> None:
+        self.doc = {**self.base, **self.doc, **kw, "state": state, "time": time.time()}
+        _write_json(self.path, self.doc)
+        self.last = time.time()
+
+    def from_trainer(self, tr) -> dict:
+        part = tr.partial.get(tr.model.spec.out_name, {})
+        n = tr.partial.get("_n", 0)
+        return {"epoch": tr.epoch, "batch": tr.batch, "batches": tr.data.batches_per_epoch,
+                "step": tr.step,
+                "test_error": tr.history[-1]["test_error"] if tr.history else None,
+                "train_error": 100.0 * (1 - part["correct"] / n) if n and "correct" in part else None}
+
+    def on_step(self, tr) -> None:
+        if time.time() - self.last >= 1.0:
+            self.write("running", **self.from_trainer(tr))
+
+
+def train_run(config: dict, run_dir: str, command: str = "",
+              checkpoint_every_s: float = 300.0) -> dict:
+    """One run of a sweep (the body of its Ray task): train, or resume, into ``run_dir``.
+
+    Returns ``{"state": "finished" | "interrupted" | "diverged", "record": ...}``.
+    Other errors propagate (Ray reports them as the task's failure).
+    """
+    from bioplaus.train import Interrupted, Trainer, TrainingDiverged
+
+    cfg = Config.from_dict(config)
+    os.makedirs(run_dir, exist_ok=True)
+    prev = _read_json(os.path.join(run_dir, PROGRESS)) or {}
+    state, _ = run_state(run_dir, config)
+    rep = _Reporter(run_dir, cfg.epochs, attempt=int(prev.get("attempt", 0)) + 1)
+    if state == "finished":
+        return {"state": "finished", "record": None}
+    rep.write("starting" if state == "new" else "resuming")
+    tr = None
+    try:
+        tr = Trainer(cfg, run_dir, resume=state != "new", log=lambda *a: None, progress=False,
+                     checkpoint_every_s=checkpoint_every_s, on_step=rep.on_step, command=command)
+        rep.write("running", **rep.from_trainer(tr))
+        rec = tr.run()
+    except Interrupted as exc:
+        rep.write("interrupted", message=str(exc), **(rep.from_trainer(tr) if tr else {}))
+        return {"state": "interrupted", "record": None}
+    except TrainingDiverged as exc:
+        rep.write("diverged", message=str(exc))
+        return {"state": "diverged", "record": None}
+    except KeyboardInterrupt:
+        rep.write("interrupted", message="stopped before training began")
+        raise
+    except Exception as exc:
+        rep.write("failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+    rep.write("finished", record=rec, **rep.from_trainer(tr))
+    return {"state": "finished", "record": rec}
+
+
+# ------------------------------------------------------------- the driver
+def start_ray(address: str | None = None, num_cpus: int | None = None,
+              num_gpus: float | None = None):
+    """Connect to the cluster at ``address``, or start a local Ray on this machine."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    kw = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    if address:
+        ray.init(address=address, **kw)
+    else:
+        # the workers of a local Ray import the same bioplaus as this driver
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}}, **kw)
+    return ray
+
+
+def blas_env(cpus_per_run: float) -> dict:
+    """One BLAS (and bioplaus host) thread per CPU a run holds."""
+    n = str(max(1, int(cpus_per_run)))
+    return {var: n for var in BLAS_ENV}
+
+
+def _task_error(exc) -> str:
+    cause = getattr(exc, "cause", None)
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}".splitlines()[0]
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+
+
+class Display:
+    """One line per run, redrawn on a terminal; printed when it changes elsewhere."""
+
+    def __init__(self, runs, stream=None):
+        self.runs = runs
+        self.stream = stream or sys.stdout
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.shown = {}
+        self.drawn = 0
+        self.width = max(len(r.name) for r in runs)
+
+    def line(self, run, info) -> str:
+        st = info.get("state", "?")
+        s = f"{run.name:<{self.width}}  {st:<11}"
+        if info.get("epoch") is not None:
+            ep = min(int(info["epoch"]), int(run.config["epochs"]))
+            s += f" epoch {ep}/{run.config['epochs']}"
+            if info.get("batches") and st == "running":
+                s += f" batch {info.get('batch', 0)}/{info['batches']}"
+        if info.get("test_error") is not None:
+            s += f"  test error {info['test_error']:.2f}%"
+        if info.get("train_error") is not None and st == "running":
+            s += f"  (train {info['train_error']:.2f}%)"
+        if info.get("attempt", 1) > 1 and st not in ("finished", "skipped"):
+            s += f"  attempt {info['attempt']}"
+        if info.get("message") and st in ("failed", "diverged", "locked"):
+            s += f"  {info['message']}"
+        return s
+
+    def update(self, infos: dict) -> None:
+        lines = [self.line(r, infos.get(r.run_dir, {})) for r in self.runs]
+        if self.tty:
+            if self.drawn:
+                self.stream.write(f"\x1b[{self.drawn}F")
+            for ln in lines:
+                self.stream.write("\x1b[2K" + ln + "\n")
+            self.drawn = len(lines)
+        else:
+            for r, ln in zip(self.runs, lines):
+                info = infos.get(r.run_dir, {})
+                key = (info.get("state"), info.get("epoch"), info.get("attempt"))
+                if self.shown.get(r.run_dir) != key:
+                    self.shown[r.run_dir] = key
+                    self.stream.write(ln + "\n")
+        self.stream.flush()
+
+    def note(self, text: str) -> None:
+        self.drawn = 0  # keep what is drawn; go on below it
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def run_sweep(runs: list[Run], *, cpus_per_run: float = 1, gpus_per_run: float = 0,
+              max_retries: int = 3, checkpoint_every_s: float = 300.0, poll_s: float = 1.0,
+              command: str = "bioplaus sweep", stream=None, on_poll=None,
+              stop_timeout_s: float = 300.0) -> list[dict]:
+    """Run every unfinished run as a Ray task (Ray must be started: :func:`start_ray`).
+
+    Returns one row per run (``run``, ``state``, ``epochs``, ``test_error``,
+    ``wall_s``, ``message``). ``on_poll(infos)`` is called after every poll
+    with ``{run_dir: progress dict}``. Ctrl-C (KeyboardInterrupt) cancels the
+    tasks, waits up to ``stop_timeout_s`` for their checkpoints and raises
+    :class:`SweepInterrupted`.
+    """
+    from bioplaus.train import git_commit
+
+    ray = require_ray()
+    write_cells(runs)
+    display = Display(runs, stream)
+    infos, refs = {}, {}
+    env = {**blas_env(cpus_per_run), "BIOPLAUS_COMMIT": git_commit()}
+    task = ray.remote(train_run).options(
+        num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=max_retries,
+        retry_exceptions=False, runtime_env={"env_vars": env}, name="bioplaus-run")
+    for r in runs:
+        state, ck = run_state(r.run_dir, r.config)
+        if state == "finished":
+            last = ck["history"][-1] if ck["history"] else {}
+            infos[r.run_dir] = {"state": "skipped", "epoch": len(ck["history"]),
+                                "test_error": last.get("test_error")}
+            continue
+        infos[r.run_dir] = {"state": "queued" if state == "new" else "queued (resume)"}
+        cmd = f"{command}  [run {r.name}]"
+        refs[task.remote(r.config, r.run_dir, cmd, checkpoint_every_s)] = r
+    pending = list(refs)
+    results = {}
+
+    def poll(timeout):
+        nonlocal pending
+        if pending:
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=timeout)
+        else:
+            done = []
+        for ref in done:
+            r = refs[ref]
+            try:
+                results[r.run_dir] = ray.get(ref)
+            except (ray.exceptions.TaskCancelledError,) as exc:
+                results[r.run_dir] = {"state": "cancelled", "message": _task_error(exc)}
+            except ray.exceptions.RayError as exc:
+                results[r.run_dir] = {"state": "failed", "message": _task_error(exc)}
+        for r in runs:
+            if infos[r.run_dir].get("state") == "skipped":
+                continue
+            doc = _read_json(os.path.join(r.run_dir, PROGRESS))
+            if doc is not None and doc.get("time", 0) >= t_start:
+                infos[r.run_dir] = doc
+            res = results.get(r.run_dir)
+            if res is not None and res["state"] in ("failed", "cancelled") and (
+                    infos[r.run_dir].get("state") not in ("interrupted",)):
+                infos[r.run_dir] = {**infos[r.run_dir], **res}
+        display.update(infos)
+        if on_poll is not None:
+            on_poll(infos)
+
+    t_start = time.time() - 1.0
+    display.update(infos)
+    try:
+        while pending:
+            poll(poll_s)
+    except KeyboardInterrupt:
+        display.note("Ctrl-C: stopping every run; each writes its checkpoint "
+                     "(Ctrl-C again kills them without one)")
+        for ref in pending:
+            ray.cancel(ref)
+        try:
+            t0 = time.time()
+            while pending and time.time() - t0 < stop_timeout_s:
+                poll(poll_s)
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+        rows = final_rows(runs, infos)
+        raise SweepInterrupted("sweep interrupted: the runs stopped with their checkpoints "
+                               "written; run the same command again to resume them", rows) from None
+    return final_rows(runs, infos)
+
+
+def final_rows(runs, infos) -> list[dict]:
+    rows = []
+    for r in runs:
+        info = infos.get(r.run_dir, {})
+        state, ck = run_state(r.run_dir, r.config)
+        rec = (info.get("record") or {}) if info.get("state") == "finished" else {}
+        hist = ck["history"] if ck else []
+        last = rec or (hist[-1] if hist else {})
+        rows.append({"run": r.name, "cell": r.cell, "seed": r.seed, "run_dir": r.run_dir,
+                     "state": info.get("state", state), "finished": state == "finished",
+                     "epochs": f"{len(hist)}/{r.config['epochs']}",
+                     "test_error": last.get("test_error"), "wall_s": last.get("wall_s"),
+                     "message": info.get("message", "")})
+    return rows
+
+
+def render_rows(rows) -> str:
+    w = max([len(r["run"]) for r in rows] + [3])
+    out = [f"{'run':<{w}}  {'state':<11} {'epochs':>9} {'test error %':>13} {'wall':>8}"]
+    for r in rows:
+        err = "—" if r["test_error"] is None else f"{r['test_error']:.2f}"
+        wall = "" if r["wall_s"] is None else f"{r['wall_s']:.0f}s"
+        line = f"{r['run']:<{w}}  {r['state']:<11} {r['epochs']:>9} {err:>13} {wall:>8}"
+        if r["message"] and r["state"] in ("failed", "diverged", "cancelled"):
+            line += f"  {r['message']}"
+        out.append(line)
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------- results over seeds
+def _mean_std(xs):
+    n = len(xs)
+    if not n:
+        return None, None
+    mean = sum(xs) / n
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else None
+    return mean, std
+
+
+def aggregate(sweep_dir: str) -> list[dict]:
+    """One row per cell of a sweep directory: the final test error's mean, sample
+    standard deviation and count over the cell's finished runs, and the paper's number."""
+    rows = []
+    cells = sorted(glob.glob(os.path.join(sweep_dir, "*", CELL)))
+    if not cells:
+        raise SweepError(f"{sweep_dir}: no sweep cells here (no */{CELL}); give the --out "
+                         "directory of a `bioplaus sweep`")
+    for path in cells:
+        doc = _read_json(path)
+        if doc is None:
+            raise SweepError(f"{path}: not a readable cell file")
+        cell_dir = os.path.dirname(path)
+        cfg = doc["config"]
+        seeds = []
+        for run_dir in sorted(glob.glob(os.path.join(cell_dir, "seed*")),
+                              key=lambda p: (len(p), p)):
+            state, ck = run_state(run_dir, cfg)
+            err = None
+            if state == "finished":
+                prog = _read_json(os.path.join(run_dir, PROGRESS)) or {}
+                rec = prog.get("record") if prog.get("state") == "finished" else None
+                if rec is None and ck["history"]:
+                    rec = ck["history"][-1]
+                err = None if rec is None else rec["test_error"]
+            seeds.append({"run_dir": run_dir, "seed": os.path.basename(run_dir)[4:],
+                          "state": state, "test_error": err})
+        errs = [s["test_error"] for s in seeds if s["test_error"] is not None]
+        mean, std = _mean_std(errs)
+        rows.append({"cell": doc["cell"], "recipe": doc["recipe"], "cell_dir": cell_dir,
+                     "dataset": cfg["dataset"], "net": cfg["net"], "rule": cfg["rule"],
+                     "paper": (doc.get("paper") or {}).get("error"), "n": len(errs),
+                     "runs": len(seeds), "mean": mean, "std": std, "seeds": seeds})
+    return rows
+
+
+def render_aggregate(rows, link_base: str | None = None) -> str:
+    """The Markdown table of :func:`aggregate`'s rows; each seed links to its train.log."""
+    out = ["| cell | dataset | net | rule | paper test error % | bioplaus test error % "
+           "(mean ± std) | n | runs |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        paper = "—" if r["paper"] is None else f"{r['paper']:.2f}"
+        if r["mean"] is None:
+            ours = "no finished run"
+        elif r["std"] is None:
+            ours = f"{r['mean']:.2f}"
+        else:
+            ours = f"{r['mean']:.2f} ± {r['std']:.2f}"
+        links = []
+        for s in r["seeds"]:
+            target = os.path.join(s["run_dir"], "train.log")
+            if link_base is not None:
+                target = os.path.relpath(target, link_base)
+            label = f"seed {s['seed']}"
+            label += f": {s['test_error']:.2f}" if s["test_error"] is not None else f" ({s['state']})"
+            links.append(f"[{label}]({target})")
+        n = f"{r['n']}" + (f" of {r['runs']}" if r["runs"] != r["n"] else "")
+        out.append(f"| {r['cell']} | {r['dataset']} | {r['net']} | {r['rule']} | {paper} | "
+                   f"{ours} | {n} | {', '.join(links)} |")
+    return "\n".join(out)
+
+
+def sweep_results_cli(sweep_dirs, click) -> None:
+    """``bioplaus results --sweep DIR...``: print :func:`render_aggregate` for each directory."""
+    for d in sweep_dirs:
+        try:
+            rows = aggregate(d)
+        except SweepError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(render_aggregate(rows))
