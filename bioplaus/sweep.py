@@ -34,7 +34,6 @@ import logging
 import math
 import os
 import socket
-import sys
 import time
 import tomllib
 
@@ -230,17 +229,21 @@ def _read_json(path: str) -> dict | None:
 
 # ------------------------------------------------------------- run states
 def run_state(run_dir: str, config: dict) -> tuple[str, dict | None]:
-    """``("new" | "unfinished" | "finished" | "damaged", checkpoint or None)``.
+    """``("new" | "unfinished" | "finished" | "damaged", checkpoint header or None)``.
 
     Finished: the checkpoint is past the last epoch, or at ``max_steps``.
+    Only the checkpoint's header is read (position, config, log); where the
+    newest checkpoint is unusable the previous one is read, as a resume
+    would. Damaged: neither can be read (the run's own resume says why).
     """
-    from bioplaus.io import CheckpointError, load_checkpoint
+    from bioplaus.io import (CheckpointError, load_run_checkpoint, prev_path,
+                             read_checkpoint_header)
 
     path = os.path.join(run_dir, CHECKPOINT)
-    if not os.path.exists(path):
+    if not (os.path.lexists(path) or os.path.lexists(prev_path(path))):
         return "new", None
     try:
-        ck = load_checkpoint(path)
+        ck, _ = load_run_checkpoint(path, loader=read_checkpoint_header, log=lambda *a: None)
     except CheckpointError:
         return "damaged", None
     max_steps = int(config.get("max_steps") or 0)
@@ -349,67 +352,25 @@ def _task_error(exc) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
 
 
-class Display:
-    """One line per run, redrawn on a terminal; printed when it changes elsewhere."""
+class _Quiet:
+    def update(self, infos):
+        pass
 
-    def __init__(self, runs, stream=None):
-        self.runs = runs
-        self.stream = stream or sys.stdout
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.shown = {}
-        self.drawn = 0
-        self.width = max(len(r.name) for r in runs)
-
-    def line(self, run, info) -> str:
-        st = info.get("state", "?")
-        s = f"{run.name:<{self.width}}  {st:<11}"
-        if info.get("epoch") is not None:
-            ep = min(int(info["epoch"]), int(run.config["epochs"]))
-            s += f" epoch {ep}/{run.config['epochs']}"
-            if info.get("batches") and st == "running":
-                s += f" batch {info.get('batch', 0)}/{info['batches']}"
-        if info.get("test_error") is not None:
-            s += f"  test error {info['test_error']:.2f}%"
-        if info.get("train_error") is not None and st == "running":
-            s += f"  (train {info['train_error']:.2f}%)"
-        if info.get("attempt", 1) > 1 and st not in ("finished", "skipped"):
-            s += f"  attempt {info['attempt']}"
-        if info.get("message") and st in ("failed", "diverged", "locked"):
-            s += f"  {info['message']}"
-        return s
-
-    def update(self, infos: dict) -> None:
-        lines = [self.line(r, infos.get(r.run_dir, {})) for r in self.runs]
-        if self.tty:
-            if self.drawn:
-                self.stream.write(f"\x1b[{self.drawn}F")
-            for ln in lines:
-                self.stream.write("\x1b[2K" + ln + "\n")
-            self.drawn = len(lines)
-        else:
-            for r, ln in zip(self.runs, lines):
-                info = infos.get(r.run_dir, {})
-                key = (info.get("state"), info.get("epoch"), info.get("attempt"))
-                if self.shown.get(r.run_dir) != key:
-                    self.shown[r.run_dir] = key
-                    self.stream.write(ln + "\n")
-        self.stream.flush()
-
-    def note(self, text: str) -> None:
-        self.drawn = 0  # keep what is drawn; go on below it
-        self.stream.write(text + "\n")
-        self.stream.flush()
+    def note(self, text):
+        pass
 
 
 def run_sweep(runs: list[Run], *, cpus_per_run: float = 1, gpus_per_run: float = 0,
               max_retries: int = 3, checkpoint_every_s: float = 300.0, poll_s: float = 1.0,
-              command: str = "bioplaus sweep", stream=None, on_poll=None,
+              command: str = "bioplaus sweep", display=None, on_poll=None,
               stop_timeout_s: float = 300.0) -> list[dict]:
     """Run every unfinished run as a Ray task (Ray must be started: :func:`start_ray`).
 
     Returns one row per run (``run``, ``state``, ``epochs``, ``test_error``,
-    ``wall_s``, ``message``). ``on_poll(infos)`` is called after every poll
-    with ``{run_dir: progress dict}``. Ctrl-C (KeyboardInterrupt) cancels the
+    ``wall_s``, ``message``). After every poll ``display.update(infos)`` and
+    ``on_poll(infos)`` are called with ``{run_dir: progress dict}`` (what the
+    runs wrote into their ``progress.json``); ``display.note(text)`` says
+    what the driver does. Ctrl-C (KeyboardInterrupt) cancels the
     tasks, waits up to ``stop_timeout_s`` for their checkpoints and raises
     :class:`SweepInterrupted`.
     """
@@ -417,7 +378,7 @@ def run_sweep(runs: list[Run], *, cpus_per_run: float = 1, gpus_per_run: float =
 
     ray = require_ray()
     write_cells(runs)
-    display = Display(runs, stream)
+    display = display or _Quiet()
     infos, refs = {}, {}
     env = {**blas_env(cpus_per_run), "BIOPLAUS_COMMIT": git_commit()}
     task = ray.remote(train_run).options(
@@ -501,19 +462,6 @@ def final_rows(runs, infos) -> list[dict]:
                      "test_error": last.get("test_error"), "wall_s": last.get("wall_s"),
                      "message": info.get("message", "")})
     return rows
-
-
-def render_rows(rows) -> str:
-    w = max([len(r["run"]) for r in rows] + [3])
-    out = [f"{'run':<{w}}  {'state':<11} {'epochs':>9} {'test error %':>13} {'wall':>8}"]
-    for r in rows:
-        err = "—" if r["test_error"] is None else f"{r['test_error']:.2f}"
-        wall = "" if r["wall_s"] is None else f"{r['wall_s']:.0f}s"
-        line = f"{r['run']:<{w}}  {r['state']:<11} {r['epochs']:>9} {err:>13} {wall:>8}"
-        if r["message"] and r["state"] in ("failed", "diverged", "cancelled"):
-            line += f"  {r['message']}"
-        out.append(line)
-    return "\n".join(out)
 
 
 # ------------------------------------------------------------- results over seeds

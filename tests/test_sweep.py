@@ -135,8 +135,7 @@ def test_killed_worker_is_retried_and_resumes_to_the_same_bits(local_ray, tmp_pa
             killed["step"] = info["step"]
             os.kill(info["pid"], signal.SIGKILL)
 
-    rows = sw.run_sweep([run], checkpoint_every_s=0.5, poll_s=0.05, on_poll=on_poll,
-                        stream=open(os.devnull, "w"))
+    rows = sw.run_sweep([run], checkpoint_every_s=0.5, poll_s=0.05, on_poll=on_poll)
     assert killed, "the run finished before it could be killed"
     prog = json.load(open(os.path.join(run.run_dir, "progress.json")))
     assert prog["state"] == "finished" and prog["attempt"] == 2
@@ -152,13 +151,13 @@ def test_unfinished_run_resumes_and_finished_runs_are_skipped(local_ray, tmp_pat
     cfg = Config.from_dict({**run.config, "max_steps": 70})  # stopped in epoch 2
     Trainer(cfg, run.run_dir, progress=False, log=lambda *a: None).run()
     assert sw.run_state(run.run_dir, run.config)[0] == "unfinished"
-    rows = sw.run_sweep([run], poll_s=0.2, stream=open(os.devnull, "w"))
+    rows = sw.run_sweep([run], poll_s=0.2)
     assert rows[0]["state"] == "finished"
     ckpt = os.path.join(run.run_dir, "checkpoint.h5")
     _assert_same_run(load_checkpoint(ckpt), reference)
     assert open(os.path.join(run.run_dir, "train.log")).read().count("resumed") == 1
     before = os.stat(ckpt).st_mtime_ns
-    rows = sw.run_sweep([run], poll_s=0.2, stream=open(os.devnull, "w"))
+    rows = sw.run_sweep([run], poll_s=0.2)
     assert rows[0]["state"] == "skipped" and os.stat(ckpt).st_mtime_ns == before
     # results over seeds read the sweep directory
     (cell,) = sw.aggregate(str(tmp_path))

@@ -8,6 +8,74 @@ import sys
 import click
 
 
+class Display:
+    """One line per run, redrawn on a terminal; printed when it changes elsewhere."""
+
+    def __init__(self, runs, stream=None):
+        self.runs = runs
+        self.stream = stream or sys.stdout
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.shown = {}
+        self.drawn = 0
+        self.width = max(len(r.name) for r in runs)
+
+    def line(self, run, info) -> str:
+        st = info.get("state", "?")
+        s = f"{run.name:<{self.width}}  {st:<11}"
+        if info.get("epoch") is not None:
+            ep = min(int(info["epoch"]), int(run.config["epochs"]))
+            s += f" epoch {ep}/{run.config['epochs']}"
+            if info.get("batches") and st == "running":
+                s += f" batch {info.get('batch', 0)}/{info['batches']}"
+        if info.get("test_error") is not None:
+            s += f"  test error {info['test_error']:.2f}%"
+        if info.get("train_error") is not None and st == "running":
+            s += f"  (train {info['train_error']:.2f}%)"
+        if info.get("attempt", 1) > 1 and st not in ("finished", "skipped"):
+            s += f"  attempt {info['attempt']}"
+        if info.get("message") and st in ("failed", "diverged", "locked"):
+            s += f"  {info['message']}"
+        return s
+
+    def update(self, infos: dict) -> None:
+        lines = [self.line(r, infos.get(r.run_dir, {})) for r in self.runs]
+        if self.tty:
+            if self.drawn:
+                self.stream.write(f"\x1b[{self.drawn}F")
+            for ln in lines:
+                self.stream.write("\x1b[2K" + ln + "\n")
+            self.drawn = len(lines)
+        else:
+            for r, ln in zip(self.runs, lines):
+                info = infos.get(r.run_dir, {})
+                key = (info.get("state"), info.get("epoch"), info.get("attempt"))
+                if self.shown.get(r.run_dir) != key:
+                    self.shown[r.run_dir] = key
+                    self.stream.write(ln + "\n")
+        self.stream.flush()
+
+    def note(self, text: str) -> None:
+        self.drawn = 0  # keep what is drawn; go on below it
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+
+def render_rows(rows) -> str:
+    w = max([len(r["run"]) for r in rows] + [3])
+    out = [f"{'run':<{w}}  {'state':<11} {'epochs':>9} {'test error %':>13} {'wall':>8}"]
+    for r in rows:
+        err = "—" if r["test_error"] is None else f"{r['test_error']:.2f}"
+        wall = "" if r["wall_s"] is None else f"{r['wall_s']:.0f}s"
+        line = f"{r['run']:<{w}}  {r['state']:<11} {r['epochs']:>9} {err:>13} {wall:>8}"
+        if r["message"] and r["state"] in ("failed", "diverged", "cancelled"):
+            line += f"  {r['message']}"
+        out.append(line)
+    return "\n".join(out)
+
+
+
+
 @click.command()
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--seeds", default=None,
@@ -73,14 +141,14 @@ def sweep(recipes, seeds, sets, out_dir, address, num_cpus, cpus_per_run, gpus_p
         sw.start_ray(address, num_cpus=num_cpus)
         rows = sw.run_sweep(runs, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
                             max_retries=max_retries, checkpoint_every_s=checkpoint_every,
-                            command=command)
+                            command=command, display=Display(runs))
     except sw.SweepInterrupted as exc:
-        click.echo("\n" + sw.render_rows(exc.rows))
+        click.echo("\n" + render_rows(exc.rows))
         click.echo(f"\n{exc}", err=True)
         sys.exit(130)
     except sw.SweepError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo("\n" + sw.render_rows(rows))
+    click.echo("\n" + render_rows(rows))
     cells = {r.cell for r in runs}
     agg = [a for a in sw.aggregate(out_dir) if a["cell"] in cells]
     click.echo("\n" + sw.render_aggregate(agg))
