@@ -285,33 +285,40 @@ def train_run(config: dict, run_dir: str, command: str = "",
               checkpoint_every_s: float = 300.0) -> dict:
     """One run of a sweep (the body of its Ray task): train, or resume, into ``run_dir``.
 
-    Returns ``{"state": "finished" | "interrupted" | "diverged", "record": ...}``.
-    Other errors propagate (Ray reports them as the task's failure).
+    Returns ``{"state": "finished" | "interrupted" | "diverged" | "locked", ...}``;
+    "locked": another process (another sweep, a ``bioplaus train``) holds the
+    run directory, which is then left untouched. Other errors propagate (Ray
+    reports them as the task's failure).
     """
+    from bioplaus.runlock import RunLocked
     from bioplaus.train import Interrupted, Trainer, TrainingDiverged
 
     cfg = Config.from_dict(config)
-    os.makedirs(run_dir, exist_ok=True)
-    prev = _read_json(os.path.join(run_dir, PROGRESS)) or {}
     state, _ = run_state(run_dir, config)
-    rep = _Reporter(run_dir, cfg.epochs, attempt=int(prev.get("attempt", 0)) + 1)
     if state == "finished":
         return {"state": "finished", "record": None}
-    rep.write("starting" if state == "new" else "resuming")
+    prev = _read_json(os.path.join(run_dir, PROGRESS)) or {}
+    rep = _Reporter(run_dir, cfg.epochs, attempt=int(prev.get("attempt", 0)) + 1)
     tr = None
     try:
+        # the trainer takes the run directory's lock: nothing is written here before it
         tr = Trainer(cfg, run_dir, resume=state != "new", log=lambda *a: None, progress=False,
                      checkpoint_every_s=checkpoint_every_s, on_step=rep.on_step, command=command)
         rep.write("running", **rep.from_trainer(tr))
         rec = tr.run()
+    except RunLocked as exc:
+        if tr is not None:
+            raise
+        return {"state": "locked", "record": None, "message": str(exc)}
     except Interrupted as exc:
-        rep.write("interrupted", message=str(exc), **(rep.from_trainer(tr) if tr else {}))
+        rep.write("interrupted", message=str(exc), **rep.from_trainer(tr))
         return {"state": "interrupted", "record": None}
     except TrainingDiverged as exc:
         rep.write("diverged", message=str(exc))
         return {"state": "diverged", "record": None}
     except KeyboardInterrupt:
-        rep.write("interrupted", message="stopped before training began")
+        if tr is not None:
+            rep.write("interrupted", message="KeyboardInterrupt outside a training step: no checkpoint written")
         raise
     except Exception as exc:
         rep.write("failed", message=f"{type(exc).__name__}: {exc}")
@@ -418,7 +425,7 @@ def run_sweep(runs: list[Run], *, cpus_per_run: float = 1, gpus_per_run: float =
             if doc is not None and doc.get("time", 0) >= t_start:
                 infos[r.run_dir] = doc
             res = results.get(r.run_dir)
-            if res is not None and res["state"] in ("failed", "cancelled") and (
+            if res is not None and res["state"] in ("failed", "cancelled", "locked") and (
                     infos[r.run_dir].get("state") not in ("interrupted",)):
                 infos[r.run_dir] = {**infos[r.run_dir], **res}
         display.update(infos)

@@ -166,10 +166,12 @@ def test_unfinished_run_resumes_and_finished_runs_are_skipped(local_ray, tmp_pat
 
 
 def test_ctrl_c_on_the_driver_stops_every_run_with_a_checkpoint(local_ray, tmp_path, recipe):
+    # also: a second sweep on the same directory meanwhile is refused run by run, harmlessly
     out = tmp_path / "sweep"
     address = ray.get_runtime_context().gcs_address
     cmd = [sys.executable, "-m", "bioplaus", "sweep", recipe, "--seeds", "0-1", "--out", str(out),
-           "--address", address, "--checkpoint-every", "1e9", "--set", "epochs=1000"]
+           "--address", address, "--checkpoint-every", "1e9", "--set", "epochs=1000",
+           "--cpus-per-run", "0.5"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     progs = [out / "tiny" / f"seed{k}" / "progress.json" for k in (0, 1)]
     deadline = time.time() + 60
@@ -181,6 +183,12 @@ def test_ctrl_c_on_the_driver_stops_every_run_with_a_checkpoint(local_ray, tmp_p
     else:
         proc.kill()
         pytest.fail("the runs did not start: " + proc.communicate()[0][-2000:])
+    runs = sw.expand([recipe], [0, 1], sw.parse_sets(["epochs=1000"]), str(out))
+    second = sw.run_sweep(runs, cpus_per_run=0.5, poll_s=0.2)
+    assert [r["state"] for r in second] == ["locked", "locked"]
+    assert all("in use by another bioplaus train" in r["message"] for r in second)
+    docs = [json.loads(p.read_text()) for p in progs]
+    assert all(d["state"] == "running" and d["attempt"] == 1 for d in docs)  # untouched
     proc.send_signal(signal.SIGINT)
     text = proc.communicate(timeout=60)[0]
     assert proc.returncode == 130, text

@@ -68,7 +68,7 @@ def render_rows(rows) -> str:
         err = "—" if r["test_error"] is None else f"{r['test_error']:.2f}"
         wall = "" if r["wall_s"] is None else f"{r['wall_s']:.0f}s"
         line = f"{r['run']:<{w}}  {r['state']:<11} {r['epochs']:>9} {err:>13} {wall:>8}"
-        if r["message"] and r["state"] in ("failed", "diverged", "cancelled"):
+        if r["message"] and r["state"] in ("failed", "diverged", "cancelled", "locked"):
             line += f"  {r['message']}"
         out.append(line)
     return "\n".join(out)
