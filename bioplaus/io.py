@@ -126,10 +126,12 @@ def atomic_h5(path: str, write, keep_previous: bool = False) -> None:
     """Call ``write(h5file)`` on a fresh temporary file, then rename it to ``path``.
 
     With ``keep_previous`` an existing ``path`` is first renamed to
-    :func:`prev_path` (the one before is dropped).
+    :func:`prev_path` (the one before is dropped). A missing folder of
+    ``path`` is created.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     os.close(fd)
     ours = True  # tmp is this call's file until it is renamed

@@ -66,17 +66,36 @@ def oracle_attrs(cfg, result) -> dict:
 def compare(a: dict, b: dict) -> list[tuple[str, float]]:
     """Largest relative error per parameter between two oracle files' grads.
 
-    ``rel = max|a - b| / max(max|a|, max|b|)``; a parameter present in only
-    one file, or with another shape, gives ``inf``.
+    ``rel = max|a - b| / s``, with ``s`` the largest magnitude of the
+    gradients of the parameter's layer (every parameter sharing its name up
+    to the last dot, e.g. ``layers.0.encoder.weight`` and ``.bias``) in
+    either file. Measured against the layer, not the parameter alone, so a
+    gradient that is zero by the math holds only round-off and is not
+    blown up by its own tiny size: the bias of a layer that feeds batch norm
+    (``layers.*.encoder.bias``: the normalisation removes it, its gradient is
+    of order 1e-18) is compared at the scale of its weight's gradient. For
+    every other parameter ``s`` is at least its own largest magnitude, so
+    the measure is never looser than the layer's. A parameter present in
+    only one file, or with another shape, gives ``inf``.
     """
     ga, gb = a.get("grads", {}), b.get("grads", {})
+
+    def layer(name):
+        return name.rsplit(".", 1)[0]
+
+    layer_scale: dict = {}
+    for g in (ga, gb):
+        for name, arr in g.items():
+            m = float(np.abs(np.asarray(arr, np.float64)).max(initial=0.0))
+            layer_scale[layer(name)] = max(layer_scale.get(layer(name), 0.0), m)
     rows = []
     for name in sorted(set(ga) | set(gb)):
         if name not in ga or name not in gb or ga[name].shape != gb[name].shape:
             rows.append((name, float("inf")))
             continue
         u, v = np.asarray(ga[name], np.float64), np.asarray(gb[name], np.float64)
-        scale = max(np.abs(u).max(initial=0.0), np.abs(v).max(initial=0.0))
-        err = 0.0 if scale == 0.0 else float(np.abs(u - v).max() / scale)
+        scale = layer_scale[layer(name)]
+        diff = float(np.abs(u - v).max(initial=0.0))
+        err = 0.0 if diff == 0.0 else (float("inf") if scale == 0.0 else diff / scale)
         rows.append((name, err))
     return rows

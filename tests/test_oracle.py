@@ -68,3 +68,32 @@ def test_oracle_check_refuses_other_files(tmp_path):
         f.attrs["format"] = "something-else"
     res = CliRunner().invoke(main, ["oracle", "check", str(p), str(p)])
     assert res.exit_code != 0 and "not a bioplaus-oracle file" in res.output
+
+
+def test_compare_measures_each_gradient_against_its_layer():
+    from bioplaus.oracle import compare
+    w = np.array([[0.5, -2.0], [1.0, 0.25]])
+    a = {"grads": {"layers.0.encoder.weight": w, "layers.0.encoder.bias": np.array([1e-18, -3e-18]),
+                   "layers.0.bn.weight": np.array([4.0, 1.0])}}
+    # round-off in a bias that is zero by the math (it feeds batch norm): tiny at its layer's scale
+    b = {"grads": {"layers.0.encoder.weight": w.copy(),
+                   "layers.0.encoder.bias": np.array([-1e-18, 2e-18]),
+                   "layers.0.bn.weight": np.array([4.0, 1.0 + 4e-9])}}
+    rows = dict(compare(a, b))
+    assert rows["layers.0.encoder.weight"] == 0.0
+    assert rows["layers.0.encoder.bias"] == pytest.approx(5e-18 / 2.0)  # weight's largest: 2
+    assert rows["layers.0.bn.weight"] == pytest.approx(1e-9)  # its own layer: bn (largest 4)
+    # a real difference in the bias is still seen at the layer's scale
+    b["grads"]["layers.0.encoder.bias"] = np.array([0.2, 0.0])
+    assert dict(compare(a, b))["layers.0.encoder.bias"] == pytest.approx(0.1)
+    # a layer whose gradients are all zero in both files: any difference is infinite, none is 0
+    z = {"grads": {"out.bias": np.zeros(3)}}
+    assert dict(compare(z, z))["out.bias"] == 0.0
+
+
+def test_oracle_write_creates_the_folder_of_out(tmp_path):
+    out = tmp_path / "new" / "deeper" / "o.h5"
+    res = CliRunner().invoke(main, ["oracle", "--rule", "pred", "--net", "mlp",
+                                    "--batch-size", "4", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.is_file() and not list(out.parent.glob("*.tmp"))

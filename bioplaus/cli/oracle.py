@@ -117,7 +117,8 @@ def attribute_differences(a: dict, b: dict) -> list[str]:
 @click.argument("a", type=click.Path(exists=True, dir_okay=False))
 @click.argument("b", type=click.Path(exists=True, dir_okay=False))
 @click.option("--tol", type=float, default=1e-6, show_default=True,
-              help="Largest relative error accepted per parameter.")
+              help="Largest relative error accepted per parameter (relative to the largest "
+                   "gradient of its layer).")
 def check(a, b, tol):
     """Print the largest relative error per parameter; exit 1 above --tol.
 
