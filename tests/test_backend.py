@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bioplaus import backend
-from bioplaus.fast import memory, threads
+from bioplaus.fast import threads
 
 
 def test_stream_is_keyed_and_reproducible():
@@ -48,50 +48,6 @@ def test_generator_state_roundtrip():
     x = g.random(4)
     backend.set_generator_state(g, st)
     np.testing.assert_array_equal(g.random(4), x)
-
-
-_MALLINFO_PROBE = r"""
-import ctypes, sys
-import numpy as np
-from bioplaus import backend
-from bioplaus.fast import memory, threads
-
-class Mallinfo2(ctypes.Structure):
-    _fields_ = [(k, ctypes.c_size_t) for k in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                 "uordblks", "fordblks", "keepcost")]
-
-libc = ctypes.CDLL(None)
-if not hasattr(libc, "mallinfo2"):
-    print("no-mallinfo2"); sys.exit(0)
-libc.mallinfo2.restype = Mallinfo2
-tuned = memory.tune_host_allocator() if sys.argv[1] == "tune" else False
-before = libc.mallinfo2().hblkhd
-a = np.ones(5 << 20, dtype=np.float32)  # 20 MiB
-print(tuned, libc.mallinfo2().hblkhd - before)
-"""
-
-
-def _probe(arg, env=None):
-    import os
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-c", _MALLINFO_PROBE, arg], capture_output=True,
-                         text=True, check=True, env={**os.environ, **(env or {})})
-    return out.stdout.split()
-
-
-def test_tuned_allocator_serves_arrays_below_32_mib_from_the_heap():
-    plain = _probe("plain")
-    if plain == ["no-mallinfo2"]:
-        pytest.skip("the C library has no mallinfo2 (not glibc >= 2.33)")
-    # glibc's default: a 20 MiB array is a fresh mmap (page faults on every first touch)
-    assert plain[0] == "False" and int(plain[1]) >= 20 << 20
-    tuned = _probe("tune")
-    assert tuned == ["True", "0"]  # served from the heap, which keeps freed memory
-    # an explicit choice in the environment is left alone
-    assert _probe("tune", {"MALLOC_MMAP_THRESHOLD_": "131072"})[0] == "False"
 
 
 def test_host_threads_follow_the_environment(monkeypatch):

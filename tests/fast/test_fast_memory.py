@@ -1,6 +1,10 @@
 """The fast wing's host pool: buffers reused only when free, memory order kept, and every
 fast op that takes its outputs from the pool gives the same numbers when the pool hands it
 stale memory."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -139,3 +143,43 @@ def test_pooled_ops_equal_the_unpooled_ones_on_stale_memory(stale_pool):
     for k in want:
         assert np.isfinite(got[k]).all(), k
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+_MALLINFO_PROBE = r"""
+import ctypes, sys
+import numpy as np
+from bioplaus import backend
+from bioplaus.fast import memory, threads
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(k, ctypes.c_size_t) for k in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                 "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+if not hasattr(libc, "mallinfo2"):
+    print("no-mallinfo2"); sys.exit(0)
+libc.mallinfo2.restype = Mallinfo2
+tuned = memory.tune_host_allocator() if sys.argv[1] == "tune" else False
+before = libc.mallinfo2().hblkhd
+a = np.ones(5 << 20, dtype=np.float32)  # 20 MiB
+print(tuned, libc.mallinfo2().hblkhd - before)
+"""
+
+
+def _probe(arg, env=None):
+    out = subprocess.run([sys.executable, "-c", _MALLINFO_PROBE, arg], capture_output=True,
+                         text=True, check=True, env={**os.environ, **(env or {})})
+    return out.stdout.split()
+
+
+def test_tuned_allocator_serves_arrays_below_32_mib_from_the_heap():
+    plain = _probe("plain")
+    if plain == ["no-mallinfo2"]:
+        pytest.skip("the C library has no mallinfo2 (not glibc >= 2.33)")
+    # glibc's default: a 20 MiB array is a fresh mmap (page faults on every first touch)
+    assert plain[0] == "False" and int(plain[1]) >= 20 << 20
+    tuned = _probe("tune")
+    assert tuned == ["True", "0"]  # served from the heap, which keeps freed memory
+    # an explicit choice in the environment is left alone
+    assert _probe("tune", {"MALLOC_MMAP_THRESHOLD_": "131072"})[0] == "False"
