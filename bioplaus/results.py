@@ -4,13 +4,18 @@ Every recipe ``runs/<dataset>/<net>-<rule>.toml`` is one row; a run recorded
 next to it, in the directory ``runs/<dataset>/<net>-<rule>/`` (its
 ``log.h5`` and ``train.log``, written by ``bioplaus train --recipe ... --out
 ...``), gives bioplaus's numbers: the last epoch's test error, epochs run,
-machine and wall time. :func:`render_table` makes the Markdown table;
+machine and wall time. Runs of the recipe over several seeds (a
+``bioplaus sweep`` with ``--out runs/<dataset>``, which writes
+``runs/<dataset>/<net>-<rule>/seed<k>/``) give a second row: the mean ± std
+and n of the final test error of the finished seeds, each seed linked to its
+``train.log``. :func:`render_table` makes the Markdown table;
 :func:`update_readme` replaces the block between the README's markers.
 """
 from __future__ import annotations
 
 import glob
 import os
+import statistics
 
 from bioplaus.io import CheckpointError, load_log
 from bioplaus.recipes import load_recipe
@@ -43,7 +48,48 @@ def collect(runs_dir: str = "runs") -> list[dict]:
                            epochs_total=lg["meta"].get("config", {}).get("epochs",
                                                                          row["epochs_total"]))
         rows.append(row)
+        seeds = _seed_runs(run_dir, row["recipe_epochs"])
+        if seeds:
+            rows.append({**row, "ours": None, "seeds": seeds})
     return rows
+
+
+def _seed_runs(run_dir: str, recipe_epochs: int) -> list[dict]:
+    """The recorded runs ``run_dir/seed<k>/log.h5`` of a sweep, in seed order."""
+    out = []
+    paths = glob.glob(os.path.join(run_dir, "seed*", "log.h5"))
+    for log in sorted(paths, key=lambda p: (len(p), p)):
+        try:
+            lg = load_log(log)
+        except CheckpointError:
+            continue
+        if not lg["records"]:
+            continue
+        last = lg["records"][-1]
+        total = lg["meta"].get("config", {}).get("epochs", recipe_epochs)
+        out.append({"seed": os.path.basename(os.path.dirname(log))[4:],
+                    "log": os.path.join(os.path.dirname(log), "train.log"),
+                    "test_error": last["test_error"], "epochs": last["epoch"],
+                    "epochs_total": total, "finished": last["epoch"] >= total,
+                    "machine": lg["meta"].get("machine", "?")})
+    return out
+
+
+def _seeds_cell(seeds: list[dict]) -> tuple[str, str]:
+    """(errors cell, epochs cell) of a row over seeds."""
+    done = [s["test_error"] for s in seeds if s["finished"]]
+    if not done:
+        ours = "no seed finished"
+    elif len(done) == 1:
+        ours = f"{done[0]:.2f} (n=1)"
+    else:
+        ours = f"{statistics.mean(done):.2f} ± {statistics.stdev(done):.2f} (n={len(done)})"
+    links = ", ".join(
+        f"[seed {s['seed']}: {s['test_error']:.2f}"
+        + ("" if s["finished"] else f" at epoch {s['epochs']}/{s['epochs_total']}, unfinished")
+        + f"]({s['log']})" for s in seeds)
+    total = max(s["epochs_total"] for s in seeds)
+    return f"{ours}; {links}", f"{min(s['epochs'] for s in seeds)}/{total} (seeds)"
 
 
 def render_table(rows: list[dict]) -> str:
@@ -51,7 +97,10 @@ def render_table(rows: list[dict]) -> str:
            "|---|---|---|---|---|---|---|"]
     for r in rows:
         paper = "—" if r["paper"] is None else f"{r['paper']:.2f}"
-        if r["ours"] is None:
+        if r.get("seeds"):
+            ours, ep = _seeds_cell(r["seeds"])
+            mach = r["seeds"][0]["machine"]
+        elif r["ours"] is None:
             ours, ep, mach = "not run yet", "", ""
         else:
             link = os.path.join(r["run_dir"], "train.log")

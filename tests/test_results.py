@@ -75,3 +75,30 @@ def test_results_table_is_generated_from_recorded_runs_and_plots(tmp_path):
     for name in ("errors.png", "exits.png"):
         with open(os.path.join(out, name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_over_seeds_give_a_row_with_mean_std_and_links(tmp_path):
+    runs = tmp_path / "runs" / "fashion-mnist"
+    runs.mkdir(parents=True)
+    recipe = runs / "mlp-pred.toml"
+    recipe.write_text(
+        "[train]\ndataset = 'fashion-mnist'\nnet = 'mlp'\nrule = 'pred'\nnum_layers = 1\n"
+        "num_hidden = 16\nepochs = 1\ntrain_subset = 300\ntest_subset = 200\n"
+        "[paper]\nerror = 8.6\nsource = 'paper'\n")
+    for seed in (1, 2):  # what `bioplaus sweep RECIPE --seeds 1-2 --out runs/fashion-mnist` writes
+        res = CliRunner().invoke(main, ["train", "--recipe", str(recipe), "--seed", str(seed),
+                                        "--out", str(runs / "mlp-pred" / f"seed{seed}"),
+                                        "--no-progress"])
+        assert res.exit_code == 0, res.output
+    rows = collect(str(tmp_path / "runs"))
+    assert len(rows) == 2 and rows[0]["ours"] is None and not rows[0].get("seeds")
+    errs = [s["test_error"] for s in rows[1]["seeds"]]
+    assert [s["seed"] for s in rows[1]["seeds"]] == ["1", "2"] and errs[0] != errs[1]
+    table = render_table(rows).splitlines()
+    seeds_line = table[-1]
+    import statistics
+    assert f"{statistics.mean(errs):.2f} ± {statistics.stdev(errs):.2f} (n=2)" in seeds_line
+    for seed, err in zip((1, 2), errs):
+        assert f"[seed {seed}: {err:.2f}]({runs / 'mlp-pred' / f'seed{seed}' / 'train.log'})" \
+            in seeds_line
+    assert "| 1/1 (seeds) |" in seeds_line and "| 8.60 |" in seeds_line
