@@ -149,7 +149,10 @@ def test_unfinished_run_resumes_and_finished_runs_are_skipped(local_ray, tmp_pat
                                                               reference):
     (run,) = sw.expand([recipe], None, {}, str(tmp_path))
     cfg = Config.from_dict({**run.config, "max_steps": 70})  # stopped in epoch 2
-    Trainer(cfg, run.run_dir, progress=False, log=lambda *a: None).run()
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # as the reference and the sweep's task (one BLAS thread)
+        Trainer(cfg, run.run_dir, progress=False, log=lambda *a: None).run()
     assert sw.run_state(run.run_dir, run.config)[0] == "unfinished"
     rows = sw.run_sweep([run], poll_s=0.2)
     assert rows[0]["state"] == "finished"
