@@ -1,9 +1,8 @@
 """Functional optimizers (Adam, AMSGrad, SGD) applied in place, and the lr schedule.
 
 This is the reference: each update written as the textbook states it, with
-explicit bias correction; its fast twin (the same ``step``, blocked and on
-the host threads) is :mod:`bioplaus.fast.optim`, which uses the state
-created here.
+explicit bias correction (docs/paths.md: the two paths). The optimizer
+state is created and serialised here for both paths.
 
 Rules compute gradients; these functions apply them. Each parameter group
 (one block, or the output layer) has its own state, as the reference code

@@ -2,8 +2,7 @@
 
 A forward/backward pair with a cache, like the ops in :mod:`bioplaus.ops`;
 :func:`bioplaus.losses.sim_loss` compares two such matrices. This is the
-reference, plain vectorised code; its fast twin is
-:mod:`bioplaus.fast.similarity`.
+reference, plain vectorised code (docs/paths.md: the two paths).
 """
 from __future__ import annotations
 

@@ -29,19 +29,7 @@ import numpy as np
 from bioplaus.backend import array_module
 from bioplaus.fast import memory
 from bioplaus.ops.conv import _pair, conv_output_size
-
-
-def _window_views(x, k, stride, out):
-    """The ``kh*kw`` strided views ``x[..., i + sh*p, j + sw*q]``, row-major in ``(i, j)``.
-
-    Each view has shape ``(n, c, oh, ow)``; the ``t``-th is window entry
-    ``t = i*kw + j``.
-    """
-    (kh, kw), (sh, sw), (oh, ow) = k, stride, out
-    for i in range(kh):
-        rows = slice(i, i + sh * (oh - 1) + 1, sh)
-        for j in range(kw):
-            yield x[:, :, rows, slice(j, j + sw * (ow - 1) + 1, sw)]
+from bioplaus.ops.pool import _window_views
 
 
 class MaxPoolCache(NamedTuple):

@@ -18,7 +18,7 @@ NaN or inf upstream gradient at an inactive ReLU unit gives 0 (torch's
 ReLU (torch tests ``not y <= 0``) and as inactive for LeakyReLU (torch
 tests ``a > 0``).
 
-This is the reference; its fast twin is :mod:`bioplaus.fast.act`.
+This is the reference (docs/paths.md: the two paths).
 """
 from __future__ import annotations
 

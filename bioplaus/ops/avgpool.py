@@ -7,8 +7,7 @@ are the ``kh*kw`` strided slices of the padded input, one per window offset
 ``(size + 2 pad - k) // stride + 1``; a remainder that no window covers is
 dropped.
 
-This is the reference; the fast twin of the two pooling functions, with the
-same signatures, is :mod:`bioplaus.fast.avgpool`.
+This is the reference (docs/paths.md: the two paths).
 """
 from __future__ import annotations
 

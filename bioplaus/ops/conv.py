@@ -13,8 +13,8 @@ which is already the output in NCHW order. The backward is two more
 products, ``dW = sum_n dY_n cols_n^T`` and ``dcols_n = B_2^T dY_n``, and
 ``col2im`` (the adjoint of ``im2col``) folds ``dcols`` back into ``dx``.
 
-This is the reference: the equations as written, in plain NumPy/CuPy. The
-fast twin with the same signatures is :mod:`bioplaus.fast.conv`.
+This is the reference: the equations as written, in plain NumPy/CuPy
+(docs/paths.md: the two paths).
 """
 from __future__ import annotations
 

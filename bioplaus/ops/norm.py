@@ -6,7 +6,7 @@ other axis. It is stateless: the running statistics go in as arrays and
 the updated ones come back as new arrays; nothing passed in is modified.
 
 This is the reference, written as the equations read (mean, variance,
-normalise, scale); its fast twin is :mod:`bioplaus.fast.norm`.
+normalise, scale); see docs/paths.md for the two paths.
 """
 from __future__ import annotations
 

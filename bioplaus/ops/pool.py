@@ -8,8 +8,7 @@ gathered as ``kh*kw`` strided slices of the input, one per window offset
 Output sizes follow PyTorch with ``ceil_mode=False``:
 ``(size - k) // stride + 1``; a remainder that no window covers is dropped.
 
-This is the reference; the fast twin with the same signatures is
-:mod:`bioplaus.fast.pool`.
+This is the reference (docs/paths.md: the two paths).
 """
 from __future__ import annotations
 
