@@ -13,17 +13,7 @@ import re
 import numpy as np
 
 from bioplaus.io import load_log
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise RuntimeError("bioplaus plot needs matplotlib: pip install 'bioplaus[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from bioplaus.plot import _pyplot
 
 
 def _net_order(label: str):
