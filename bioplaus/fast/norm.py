@@ -22,7 +22,7 @@ import numpy as np
 
 from bioplaus.backend import array_module
 from bioplaus.fast import memory, threads
-from bioplaus.ops.norm import BatchNormCache, _check_shapes, _layout
+from bioplaus.ops.norm import BatchNormCache, _check_shapes, _layout, running_statistics
 
 # In training, both passes work on groups of channels of about this many values
 # (1 MiB of float32), each group's statistics and elementwise passes run while
@@ -96,14 +96,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
 
     threads.channel_groups(normalise, c, m, GROUP_VALUES, on_host=xp is np)
 
-    new_mean = new_var = None
-    if running_mean is not None:
-        new_mean = (1.0 - momentum) * running_mean + momentum * mu.astype(
-            running_mean.dtype, copy=False)
-    if running_var is not None:
-        unbiased = var * (m / (m - 1.0))  # (c,)
-        new_var = (1.0 - momentum) * running_var + momentum * unbiased.astype(
-            running_var.dtype, copy=False)
+    new_mean, new_var = running_statistics(running_mean, running_var, mu, var, m, momentum)
     cache = BatchNormCache(training=True, xhat=xhat, x=None, mean=None,
                            inv_std=inv_std, gamma=gamma)
     return y, cache, new_mean, new_var

@@ -59,6 +59,26 @@ def _check_shapes(c, gamma, beta, running_mean, running_var):
             raise ValueError(f"batch norm: {name} must have shape ({c},), got {a.shape}")
 
 
+def running_statistics(running_mean, running_var, mu, var, m, momentum):
+    """The updated running mean and (unbiased) variance after a training batch.
+
+    .. math:: \\bar\\mu \\leftarrow (1-m_o)\\bar\\mu + m_o\\mu, \\qquad
+              \\bar\\sigma^2 \\leftarrow (1-m_o)\\bar\\sigma^2 + m_o \\tfrac{m}{m-1}\\sigma^2
+
+    with momentum :math:`m_o` and :math:`m` values per channel (PyTorch's
+    convention); None stays None.
+    """
+    new_mean = new_var = None
+    if running_mean is not None:
+        new_mean = (1.0 - momentum) * running_mean + momentum * mu.astype(
+            running_mean.dtype, copy=False)
+    if running_var is not None:
+        unbiased = var * (m / (m - 1.0))  # (c,)
+        new_var = (1.0 - momentum) * running_var + momentum * unbiased.astype(
+            running_var.dtype, copy=False)
+    return new_mean, new_var
+
+
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
                       momentum=0.1, eps=1e-5):
     """Batch normalisation with an affine map, in training or evaluation mode.
@@ -145,14 +165,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
     xhat = xc * inv_std.reshape(pshape)  # normalised
     y = g * xhat + b  # scaled and shifted
 
-    new_mean = new_var = None
-    if running_mean is not None:
-        new_mean = (1.0 - momentum) * running_mean + momentum * mu.astype(
-            running_mean.dtype, copy=False)
-    if running_var is not None:
-        unbiased = var * (m / (m - 1.0))  # (c,)
-        new_var = (1.0 - momentum) * running_var + momentum * unbiased.astype(
-            running_var.dtype, copy=False)
+    new_mean, new_var = running_statistics(running_mean, running_var, mu, var, m, momentum)
     cache = BatchNormCache(training=True, xhat=xhat, x=None, mean=None,
                            inv_std=inv_std, gamma=gamma)
     return y, cache, new_mean, new_var
