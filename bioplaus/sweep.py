@@ -254,12 +254,13 @@ def run_state(run_dir: str, config: dict) -> tuple[str, dict | None]:
 
 # ------------------------------------------------------------- the task
 class _Reporter:
-    """Writes the run's ``progress.json`` (atomically, at most once a second)."""
+    """Writes the run's ``progress.json`` (atomically, at most once every ``every_s`` seconds)."""
 
-    def __init__(self, run_dir: str, epochs: int, attempt: int):
+    def __init__(self, run_dir: str, epochs: int, attempt: int, every_s: float = 1.0):
         self.path = os.path.join(run_dir, PROGRESS)
         self.base = {"pid": os.getpid(), "node": socket.gethostname(), "attempt": attempt,
                      "epochs": epochs}
+        self.every_s = every_s
         self.last = 0.0
         self.doc = {}
 
@@ -277,12 +278,12 @@ class _Reporter:
                 "train_error": 100.0 * (1 - part["correct"] / n) if n and "correct" in part else None}
 
     def on_step(self, tr) -> None:
-        if time.time() - self.last >= 1.0:
+        if time.time() - self.last >= self.every_s:
             self.write("running", **self.from_trainer(tr))
 
 
 def train_run(config: dict, run_dir: str, command: str = "",
-              checkpoint_every_s: float = 300.0) -> dict:
+              checkpoint_every_s: float = 300.0, progress_every_s: float = 1.0) -> dict:
     """One run of a sweep (the body of its Ray task): train, or resume, into ``run_dir``.
 
     Returns ``{"state": "finished" | "interrupted" | "diverged" | "locked", ...}``;
@@ -298,7 +299,8 @@ def train_run(config: dict, run_dir: str, command: str = "",
     if state == "finished":
         return {"state": "finished", "record": None}
     prev = _read_json(os.path.join(run_dir, PROGRESS)) or {}
-    rep = _Reporter(run_dir, cfg.epochs, attempt=int(prev.get("attempt", 0)) + 1)
+    rep = _Reporter(run_dir, cfg.epochs, attempt=int(prev.get("attempt", 0)) + 1,
+                    every_s=progress_every_s)
     tr = None
     try:
         # the trainer takes the run directory's lock: nothing is written here before it
@@ -369,15 +371,15 @@ class _Quiet:
 
 def run_sweep(runs: list[Run], *, cpus_per_run: float = 1, gpus_per_run: float = 0,
               max_retries: int = 3, checkpoint_every_s: float = 300.0, poll_s: float = 1.0,
-              command: str = "bioplaus sweep", display=None, on_poll=None,
+              progress_every_s: float = 1.0, command: str = "bioplaus sweep", display=None, on_poll=None,
               stop_timeout_s: float = 300.0) -> list[dict]:
     """Run every unfinished run as a Ray task (Ray must be started: :func:`start_ray`).
 
     Returns one row per run (``run``, ``state``, ``epochs``, ``test_error``,
     ``wall_s``, ``message``). After every poll ``display.update(infos)`` and
     ``on_poll(infos)`` are called with ``{run_dir: progress dict}`` (what the
-    runs wrote into their ``progress.json``); ``display.note(text)`` says
-    what the driver does. Ctrl-C (KeyboardInterrupt) cancels the
+    runs wrote into their ``progress.json``, at most every ``progress_every_s``
+    seconds); ``display.note(text)`` says what the driver does. Ctrl-C (KeyboardInterrupt) cancels the
     tasks, waits up to ``stop_timeout_s`` for their checkpoints and raises
     :class:`SweepInterrupted`.
     """
@@ -400,7 +402,7 @@ def run_sweep(runs: list[Run], *, cpus_per_run: float = 1, gpus_per_run: float =
             continue
         infos[r.run_dir] = {"state": "queued" if state == "new" else "queued (resume)"}
         cmd = f"{command}  [run {r.name}]"
-        refs[task.remote(r.config, r.run_dir, cmd, checkpoint_every_s)] = r
+        refs[task.remote(r.config, r.run_dir, cmd, checkpoint_every_s, progress_every_s)] = r
     pending = list(refs)
     results = {}
 

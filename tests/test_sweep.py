@@ -135,7 +135,10 @@ def test_killed_worker_is_retried_and_resumes_to_the_same_bits(local_ray, tmp_pa
             killed["step"] = info["step"]
             os.kill(info["pid"], signal.SIGKILL)
 
-    rows = sw.run_sweep([run], checkpoint_every_s=0.5, poll_s=0.05, on_poll=on_poll)
+    # checkpoints and progress reports often enough that a kill lands inside even a
+    # fast run (its 180 steps can take under a second)
+    rows = sw.run_sweep([run], checkpoint_every_s=0.1, poll_s=0.02, progress_every_s=0.02,
+                        on_poll=on_poll)
     assert killed, "the run finished before it could be killed"
     prog = json.load(open(os.path.join(run.run_dir, "progress.json")))
     assert prog["state"] == "finished" and prog["attempt"] == 2
