@@ -6,6 +6,9 @@ early exit: error at each depth against the compute spent to reach it.
 """
 from __future__ import annotations
 
+import numpy as np
+
+from bioplaus import backend
 from bioplaus.net.forward import forward_block, output_layer
 
 
@@ -34,23 +37,32 @@ def evaluate(model, batches, split: str = "test") -> dict:
 
     ``batches`` yields (x, y) on the model's device. Running statistics,
     no dropout. ``exit_errors[i]`` is None for a block without a classifier.
+    Nothing is read back to the host per batch: the losses and counts are read
+    in one transfer at the end.
     """
-    n = 0
-    correct = 0
-    loss_sum = 0.0
-    exit_correct = None
+    # per batch: (m, [loss, correct, each exit's correct or None]), left on the device
+    # until the end, where they are read in one transfer and summed in batch order
+    rows = []
     for x, y in batches:
         logits, exits = evaluate_batch(model, x)
         L, _ = model.k.softmax_cross_entropy(logits, y)
-        m = int(y.shape[0])
-        loss_sum += float(L) * m
-        correct += int((logits.argmax(axis=1) == y).sum())
-        if exit_correct is None:
-            exit_correct = [0 if e is not None else None for e in exits]
-        for i, e in enumerate(exits):
-            if e is not None:
-                exit_correct[i] += int((e == y).sum())
-        n += m
+        rows.append((int(y.shape[0]), [L, (logits.argmax(axis=1) == y).sum()]
+                     + [None if e is None else (e == y).sum() for e in exits]))
+    n, correct, loss_sum, exit_correct = 0, 0, 0.0, None
+    if rows:
+        xp = model.xp
+        flat = [v for _, r in rows for v in r if v is not None]
+        values = iter(backend.to_numpy(xp.stack([xp.asarray(v, dtype=np.float64)
+                                                 for v in flat])).tolist())
+        exit_correct = [None if v is None else 0 for v in rows[0][1][2:]]
+        for m, r in rows:
+            L, c, *ex = [None if v is None else next(values) for v in r]
+            loss_sum += L * m
+            correct += int(c)
+            for i, e in enumerate(ex):
+                if e is not None:
+                    exit_correct[i] += int(e)
+            n += m
     n = max(n, 1)
     scale = model.weights.out  # as the reference prints it
     return {"split": split, "examples": n, "loss": scale * loss_sum / n,

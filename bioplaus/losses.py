@@ -13,16 +13,35 @@ The similarity matrix that :func:`sim_loss` compares is in
 """
 from __future__ import annotations
 
-from .backend import TRAIN_DTYPE, array_module
+import numpy as np
+
+from .backend import TRAIN_DTYPE, array_module, is_gpu_array
 
 
 def _check_labels(y, num_classes):
+    """Labels' shape always; their range where they are host arrays.
+
+    On a device the range check would read ``y.min()`` back to the host at
+    every loss of every step, stopping the device's queue; the labels a run
+    puts there were checked once, when its data set was read
+    (:mod:`bioplaus.data.formats` refuses labels out of range).
+    """
     if y.ndim != 1:
         raise ValueError(f"labels must be a 1-D integer array, got shape {y.shape}")
-    if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+    if y.size and not is_gpu_array(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(
             f"labels must lie in [0, {num_classes}), got min {int(y.min())}, max {int(y.max())}"
         )
+
+
+def value(loss, scale=1.0):
+    """``scale * loss`` as a float64 scalar on the loss's device.
+
+    The number ``scale * float(loss)`` gives, without reading the loss back
+    to the host: a training step's statistics stay on the device until the
+    training loop reads them at its reporting interval.
+    """
+    return scale * loss.astype(np.float64)
 
 
 def one_hot(y, num_classes, dtype=TRAIN_DTYPE, xp=None):

@@ -40,8 +40,8 @@ def compute_oracle(cfg, x, y, num_classes: int) -> dict:
             if v is not None:
                 grads[k] = np.asarray(v)
         for k, v in upd.stats.items():
-            if isinstance(v, float):
-                losses[f"{upd.group}.{k}"] = v
+            if v is not None and k != "correct":
+                losses[f"{upd.group}.{k}"] = float(v)
     missing = sorted(set(model.params) - set(grads))
     return {"x": x, "y": y, "params": params, "buffers": buffers,
             "fixed": {k: backend.to_numpy(v) for k, v in model.fixed.items()},

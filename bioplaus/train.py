@@ -7,6 +7,15 @@ Runs are resumable and exact: the order of examples is a function of
 running statistics, optimizer moments), the position (epoch, batch, step)
 and the current epoch's running sums. A run interrupted and resumed equals
 the uninterrupted run bit for bit on the CPU.
+
+Nothing inside a step reads back to the host: each update's statistics are
+device scalars, kept (unread) until the reporting interval
+(:data:`REPORT_EVERY_S`, :meth:`Trainer.read_stats`), where they are read in
+one transfer and summed, and the guards (non-finite loss, a cross-entropy
+past its bound) check them step by step, naming the first bad step and
+layer. So a diverged run is stopped at the next report, not within its
+step, and never after a checkpoint of a broken state: every checkpoint reads
+the statistics first.
 """
 from __future__ import annotations
 
@@ -41,6 +50,11 @@ CHECKPOINT = "checkpoint.h5"
 EARLY_CHECKPOINT_S = 60.0
 LOG = "log.h5"
 TEXT_LOG = "train.log"
+# A step's statistics (losses, correct counts) stay on the device; the host
+# reads them, all in one transfer, at a reporting interval: the progress line
+# (at most this often), a checkpoint, the end of an epoch, an access to
+# Trainer.partial. The divergence guards run on what is read, step by step.
+REPORT_EVERY_S = 1.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -123,6 +137,10 @@ class Trainer:
         self.states = {g: optim.init_state(self.model.group_params(g), self.ocfg)
                        for g in self.model.groups}
         self.epoch, self.batch, self.step = 1, 0, 0
+        self._pending = []  # steps whose statistics are still unread on the device
+        self._last_read = time.time()
+        # (step, groups whose parameters held non-finite values) at the last look at them
+        self._params_checked = (0, set())
         self.history, self.partial = [], {}
         self.wall_before = 0.0
         # --log-alignment N: bioplaus.align every N steps, into log.h5's /alignment
@@ -171,8 +189,8 @@ class Trainer:
         self.log(f"resumed {path} at epoch {self.epoch}, batch {self.batch}, step {self.step}")
 
     def save(self) -> None:
-        bad = [k for k, v in self.model.params.items()
-               if not bool(self.xp.isfinite(v).all())]
+        self.read_stats()  # the guards first: a diverged run is said to be one
+        bad = self._check_params()
         if bad:  # never replace a sane checkpoint with a broken state
             raise TrainingDiverged(f"parameters {', '.join(bad[:3])} hold non-finite values at "
                                    f"step {self.step}; not written. {self.kept_checkpoint()}")
@@ -195,42 +213,90 @@ class Trainer:
 
     # ------------------------------------------------------------------- train
     def _train_batch(self, xb, yb, lr) -> None:
+        """One training step. Nothing here reads back to the host: the updates'
+        statistics are kept, unread, for :meth:`read_stats`."""
         masks = dropout_masks(self.model, xb.shape[0], self.cfg.dropout, self.cfg.seed, self.step)
         if self.alignment is not None and self.alignment.due(self.step):
             self.alignment.record(self.model, xb, yb, masks, step=self.step,
                                   epoch=self.epoch - 1 + self.batch / self.data.batches_per_epoch)
-        part = self.partial
         n = int(xb.shape[0])
         active = self.active_groups()
+        rows = []
         for upd in step_updates(self.model, xb, yb, masks):
             if active is not None and upd.group not in active:
                 continue  # a frozen block below the active one: forward only, no update
-            st = upd.stats
-            for key in ("loss", "loss_global"):
-                v = st.get(key)
-                if v is not None and not math.isfinite(v):
-                    raise TrainingDiverged(
-                        f"non-finite {key} ({v}) in layer {upd.group} at step {self.step} "
-                        f"(epoch {self.epoch}, batch {self.batch}); {self._cause(upd.group)}. "
-                        f"{self.kept_checkpoint()}")
-            v = st.get("loss_global")
-            if v is not None and self._ce_scale > 0:
-                ce, bound = v / self._ce_scale, self.loss_bound()
-                if ce > bound:
-                    raise TrainingDiverged(
-                        f"the output layer's cross-entropy {ce:.4g} at step {self.step} (epoch "
-                        f"{self.epoch}, batch {self.batch}) exceeds {bound:.4g} "
-                        f"({self._bound_text}): the run diverged — lower --lr. "
-                        f"{self.kept_checkpoint()}")
             self.model.k.optimizer_step(self.model.group_params(upd.group), upd.grads,
                                         self.states[upd.group], lr, self.ocfg)
-            acc = part.setdefault(upd.group, {})
-            for k, v in st.items():
-                if v is not None:
-                    acc[k] = acc.get(k, 0.0) + float(v) * (1 if k == "correct" else n)
+            rows.append((upd.group, upd.stats))
             if active is not None and upd.group == active[-1]:
                 break  # blocks above the active one are not needed in this phase
-        part["_n"] = part.get("_n", 0) + n
+        self._pending.append((self.step, self.epoch, self.batch, n, rows))
+
+    @property
+    def partial(self) -> dict:
+        """The current epoch's running sums (read from the device first)."""
+        self.read_stats()
+        return self._partial
+
+    @partial.setter
+    def partial(self, value: dict) -> None:
+        self._partial = value
+        self._pending = []
+
+    def read_stats(self) -> None:
+        """The reporting interval: read every unread step's statistics in one
+        transfer, check them step by step (:meth:`_guard`) and add them to the
+        epoch's running sums, as ``float(v) * n`` (``* 1`` for correct counts)."""
+        pending, self._pending = self._pending, []
+        self._last_read = time.time()
+        if not pending:
+            return
+        on_device = [v for *_, rows in pending for _, st in rows for v in st.values()
+                     if v is not None and type(v) not in (int, float)]
+        values = iter([])
+        if on_device:
+            xp = self.xp
+            values = iter(backend.to_numpy(xp.stack([xp.asarray(v, dtype=np.float64)
+                                                     for v in on_device])).tolist())
+        part = self._partial
+        for step, epoch, batch, n, rows in pending:
+            for group, st in rows:
+                st = {k: (v if v is None or type(v) in (int, float) else next(values))
+                      for k, v in st.items()}
+                self._guard(group, st, (step, epoch, batch))
+                acc = part.setdefault(group, {})
+                for k, v in st.items():
+                    if v is not None:
+                        acc[k] = acc.get(k, 0.0) + float(v) * (1 if k == "correct" else n)
+            part["_n"] = part.get("_n", 0) + n
+
+    def _guard(self, group: str, st: dict, at: tuple) -> None:
+        """A non-finite loss, or the output's cross-entropy past :meth:`loss_bound`, stops the run."""
+        step, epoch, batch = at
+        for key in ("loss", "loss_global"):
+            v = st.get(key)
+            if v is not None and not math.isfinite(v):
+                raise TrainingDiverged(
+                    f"non-finite {key} ({v}) in layer {group} at step {step} "
+                    f"(epoch {epoch}, batch {batch}); {self._cause(group, step)}. "
+                    f"{self.kept_checkpoint()}")
+        v = st.get("loss_global")
+        if v is not None and self._ce_scale > 0:
+            ce, bound = v / self._ce_scale, self.loss_bound()
+            if ce > bound:
+                raise TrainingDiverged(
+                    f"the output layer's cross-entropy {ce:.4g} at step {step} (epoch "
+                    f"{epoch}, batch {batch}) exceeds {bound:.4g} "
+                    f"({self._bound_text}): the run diverged — lower --lr. "
+                    f"{self.kept_checkpoint()}")
+
+    def _check_params(self) -> list:
+        """Names of the parameters holding non-finite values (a host read: at a run's
+        start and at checkpoints only); remembered for :meth:`_cause`."""
+        bad = [k for k, v in self.model.params.items() if not bool(self.xp.isfinite(v).all())]
+        groups = {g for g in self.model.groups if any(k in bad for k in self.model.group_params(g))}
+        self._params_checked = (self.step, groups)
+        return bad
 
     def loss_bound(self) -> float:
         """Above this cross-entropy of the output layer a run has diverged: 10 x
@@ -246,11 +312,18 @@ class Trainer:
             self._bound_from_history = bool(self.history)
         return self._loss_bound
 
-    def _cause(self, group: str) -> str:
+    def _cause(self, group: str, step: int) -> str:
+        """Why ``group``'s loss at ``step`` may be non-finite. The parameters are
+        looked at only at a run's start and at checkpoints (a host read), so
+        'already before this step' is said where that look found them so."""
+        checked_at, bad_groups = self._params_checked
         bad = [k for k, v in self.model.group_params(group).items()
                if not bool(self.xp.isfinite(v).all())]
-        if bad:
+        if bad and group in bad_groups and checked_at <= step:
             return f"parameter {bad[0]} already held non-finite values before this step"
+        if bad:
+            return (f"parameter {bad[0]} holds non-finite values now (finite at step "
+                    f"{checked_at}); lower --lr or check the data")
         return "lower --lr or check the data"
 
     def kept_checkpoint(self) -> str:
@@ -341,6 +414,7 @@ class Trainer:
                     f"{self.command or '(no command recorded)'}; commit {git_commit()}; "
                     f"{machine_description(self.xp)}\n")
         last_save = time.time()
+        self._check_params()  # for the guards' messages (see _cause)
         stop = self._stop = {"flag": False}
         self._lock.acquire()
         # SIGINT, SIGTERM, SIGHUP set the flag; the loop checkpoints and stops
@@ -363,8 +437,10 @@ class Trainer:
                     self._train_batch(xb, yb, lr)
                     self.batch += 1
                     self.step += 1
-                    out = self.partial.get(self.model.spec.out_name, {})
-                    n = max(self.partial.get("_n", 1), 1)
+                    if time.time() - self._last_read >= REPORT_EVERY_S:
+                        self.read_stats()  # the progress line's loss, and the guards
+                    out = self._partial.get(self.model.spec.out_name, {})
+                    n = max(self._partial.get("_n", 1), 1)
                     clock.stepped()
                     bar.update(1, clock.postfix(self.epoch, out.get("loss_global", 0.0) / n))
                     line = clock.estimate_line()
@@ -389,6 +465,7 @@ class Trainer:
                         bar.close()
                         return self._finish_partial(lr)
                 bar.close()
+                self.read_stats()  # a diverged epoch is not evaluated
                 ev = self._evaluate()
                 clock.epoch_s = time.time() - clock.epoch_t0
                 rec = self._epoch_record(lr, ev, self.wall_before + time.time() - self.t0)
@@ -408,6 +485,7 @@ class Trainer:
 
     def _finish_partial(self, lr) -> dict:
         """--max-steps stopped mid-epoch: evaluate and report (not added to history)."""
+        self.read_stats()
         ev = self._evaluate()
         self.clock.epoch_s = time.time() - self.clock.epoch_t0
         rec = self._epoch_record(lr, ev, self.wall_before + time.time() - self.t0)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bioplaus import backend, feedback
+from bioplaus import backend, feedback, losses
 from bioplaus.net.block import block_backward_to_h
 
 BLOCKWISE = True  # each block is updated as soon as its own forward is done
@@ -57,7 +57,7 @@ def frc_block_update(model, block, out, y):
 
     Returns
     -------
-    loss : float
+    loss : 0-d float64 array on the device (:func:`bioplaus.losses.value`)
     grads : dict, ``{<block>.frc.M: dM}`` for frc-trainable, else empty
     d_out : array like ``out``, :math:`K e` reshaped
     y_l : array (n, C), the local classifier's scores
@@ -83,7 +83,7 @@ def frc_block_update(model, block, out, y):
         L, e = k.softmax_cross_entropy(y_l, y)
     df, dM, _ = k.linear_backward(e, lin, B=K_T)
     grads = {p + "frc.M": dM} if rule.frc == "trainable" else {}
-    return float(L), grads, df.reshape(out.shape), y_l
+    return losses.value(L), grads, df.reshape(out.shape), y_l
 
 
 def exit_prediction(model, i: int, y_l):

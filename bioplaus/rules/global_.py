@@ -15,7 +15,7 @@ As a rule module (see :mod:`bioplaus.rules`): :func:`init_heads`,
 """
 from __future__ import annotations
 
-from bioplaus import feedback
+from bioplaus import feedback, losses
 from bioplaus.net.block import block_backward_from_h, block_backward_to_h
 from bioplaus.net.forward import forward_block, output_layer
 from bioplaus.rules.local import SIM_HEAD, init_sim_head, sim_loss_learned
@@ -68,7 +68,7 @@ def global_updates(model, x, y, Y, masks, *, training=True):
     o = spec.out_name + "."
     logits, lin = output_layer(model, a)
     L, dlogits = k.softmax_cross_entropy(logits, y)
-    stats = {"loss_global": float(L), "blocks": []}
+    stats = {"loss_global": losses.value(L), "blocks": []}
     df, dW, db = k.linear_backward(dlogits, lin, B=model.fixed[o + "weight_fa"] if fa else None)
     grads = {o + "weight": dW, o + "bias": db}
     d = df.reshape(a.shape)

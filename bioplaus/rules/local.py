@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bioplaus import backend, feedback
+from bioplaus import backend, feedback, losses
 from bioplaus.net.block import init_uniform
 
 BLOCKWISE = True  # each block is updated as soon as its own forward is done
@@ -34,9 +34,9 @@ class LocalResult(NamedTuple):
     """One block's local losses: total loss, the parts, grads, dh, and the
     decoder's outputs (for the local classifier's error; None without pred)."""
 
-    loss: float
-    loss_pred: float
-    loss_sim: float
+    loss: object  # 0-d float64 arrays on the model's device (losses.value), or 0.0
+    loss_pred: object
+    loss_sim: object
     grads: dict
     dh: object
     y_hat: object
@@ -125,7 +125,7 @@ def pred_loss(h, y, W, b, geom, scale: float = 1.0, *, k):
     y_hat, lin = k.linear_forward(f, W, b)  # (n, C)
     L, dy_hat = k.softmax_cross_entropy(y_hat, y)
     df, dW, db = k.linear_backward(scale * dy_hat, lin, B=W)
-    return scale * float(L), {"decoder_y.weight": dW, "decoder_y.bias": db}, \
+    return losses.value(L, scale), {"decoder_y.weight": dW, "decoder_y.bias": db}, \
         decoder_input_backward(df, fcache, k=k), y_hat
 
 
@@ -150,7 +150,7 @@ def pred_bio_loss(h, Y, W, b, B, P, geom, scale: float = 1.0, *, k):
     z, lin = k.linear_forward(f, W, b)  # (n, T)
     L, dz = k.bce_with_logits(z, bio_target(Y, P))
     df, dW, db = k.linear_backward(scale * dz, lin, B=B)
-    return scale * float(L), {"decoder_y.weight": dW, "decoder_y.bias": db}, \
+    return losses.value(L, scale), {"decoder_y.weight": dW, "decoder_y.bias": db}, \
         decoder_input_backward(df, fcache, k=k), z
 
 
@@ -177,7 +177,7 @@ def sim_loss_learned(h, Y, W_nn, kind: str, scale: float = 1.0, *, k):
         dh, dW, _ = k.conv2d_backward(dr, nn_cache, B=W_nn)
     else:
         dh, dW, _ = k.linear_backward(dr, nn_cache, B=W_nn)
-    return scale * float(L), {SIM_HEAD[kind]: dW}, dh
+    return losses.value(L, scale), {SIM_HEAD[kind]: dW}, dh
 
 
 def sim_bio_loss(h, Y, P, geom, scale: float = 1.0, *, k):
@@ -200,7 +200,7 @@ def sim_bio_loss(h, Y, P, geom, scale: float = 1.0, *, k):
     dx = k.similarity_matrix_backward(scale * dR, s_cache)
     if pool_cache is not None:
         dx = k.avgpool2d_backward(dx, pool_cache)
-    return scale * float(L), {}, dx
+    return losses.value(L, scale), {}, dx
 
 
 def local_block_update(model, block, geom, h, y, Y) -> LocalResult:

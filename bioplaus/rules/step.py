@@ -29,7 +29,10 @@ def step_updates(model, x, y, masks, *, training=True):
     ``x`` (n, c, h, w) float, ``y`` (n,) int; ``masks`` from
     :func:`bioplaus.net.forward.dropout_masks`. Each block's stats: ``loss``,
     ``loss_pred``, ``loss_sim``, ``correct`` (its local classifier's correct
-    count, or None); the output layer's: ``loss_global`` and ``correct``.
+    count, or None); the output layer's: ``loss_global`` and ``correct``. Every
+    statistic is a 0-d array left on the model's device (or a Python 0.0):
+    nothing in a step reads back to the host; the caller reads them when it
+    reports (:meth:`bioplaus.train.Trainer.read_stats`).
     What the rule computes comes from its module, ``model.rule.impl``
     (see :mod:`bioplaus.rules`).
     """
@@ -38,7 +41,7 @@ def step_updates(model, x, y, masks, *, training=True):
     Y = losses.one_hot(y, model.spec.num_classes, model.dtype, xp)
     if not impl.BLOCKWISE:
         grads, logits, stats = impl.global_updates(model, x, y, Y, masks, training=training)
-        correct = int((xp.argmax(logits, axis=1) == y).sum())
+        correct = (xp.argmax(logits, axis=1) == y).sum()
         for i, b in enumerate(model.spec.blocks):
             p = f"{b.name}."
             g = {k: v for k, v in grads.items() if k.startswith(p)}
@@ -59,7 +62,7 @@ def step_updates(model, x, y, masks, *, training=True):
         _, g = block_backward_from_h(b, dh, cache, model.nonlin, k=k, need_dx=False)
         grads.update(g)
         st["correct"] = (None if y_hat is None else
-                         int((impl.exit_prediction(model, i, y_hat) == y).sum()))
+                         (impl.exit_prediction(model, i, y_hat) == y).sum())
         # drop this block's activations before handing over: a local rule holds
         # one block's activations at a time, whatever the depth
         del h, cache, dh, g, y_hat
@@ -73,5 +76,5 @@ def step_updates(model, x, y, masks, *, training=True):
     _, dW, db = k.linear_backward(scale * dlogits, lin, need_dx=False)
     o = model.spec.out_name + "."
     yield Update(model.spec.out_name, {o + "weight": dW, o + "bias": db},
-                 {"loss_global": scale * float(L),
-                  "correct": int((xp.argmax(logits, axis=1) == y).sum())})
+                 {"loss_global": losses.value(L, scale),
+                  "correct": (xp.argmax(logits, axis=1) == y).sum()})
