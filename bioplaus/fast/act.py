@@ -1,12 +1,18 @@
-"""ReLU and LeakyReLU, fast twins of :mod:`bioplaus.ops.act`: channel groups on the host threads.
+"""ReLU and LeakyReLU, fast twins of :mod:`bioplaus.ops.act`: one compiled pass on the host.
 
 The same signatures, the same cache (:class:`bioplaus.ops.act.ActCache`) and
 the same values as the reference, non-finite values included
-(``tests/fast/test_fast_act.py``). What differs: the work runs on groups of
-channels of about :data:`GROUP_VALUES` values spread over the host threads
-(:func:`bioplaus.fast.threads.channel_groups`), writes in place into buffers
-from the host pool (:mod:`bioplaus.fast.memory`, keeping the input's memory
-order), and on NumPy
+(``tests/fast/test_fast_act.py``). What differs: the results go into
+buffers from the host pool (:mod:`bioplaus.fast.memory`, keeping the
+input's memory order), and
+
+* a NumPy array that is one dense block (:func:`bioplaus.fast.jit.flat`) takes
+  one compiled loop of :mod:`bioplaus.fast.jit` on the host threads, which
+  writes the output and the mask in the same pass and selects exactly as the
+  reference does;
+* other arrays work on groups of channels of about :data:`GROUP_VALUES`
+  values spread over the host threads
+  (:func:`bioplaus.fast.threads.channel_groups`), and on NumPy
 
 * ReLU's mask is taken from the output (``y != 0``, the same as
   ``not x <= 0``); its backward multiplies by the mask (ten times faster
@@ -20,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from bioplaus.backend import array_module
-from bioplaus.fast import memory, threads
+from bioplaus.fast import jit, memory, threads
 from bioplaus.ops.act import ActCache
 
 # ReLU and LeakyReLU work on groups of channels of about this many values (1 MiB of float32),
@@ -45,6 +51,10 @@ def relu_forward(x):
     """Fast :func:`bioplaus.ops.act.relu_forward` (same arguments and results)."""
     xp = array_module(x)
     positive, y = memory.empty_like(x, dtype=bool), memory.empty_like(x)
+    flat = jit.flat(x, y, positive)
+    if flat is not None:
+        jit.call(jit.relu_forward, *flat)
+        return y, ActCache(positive=positive, slope=0.0, dtype=x.dtype)
     zero = x.dtype.type(0)
 
     def rectify(i):
@@ -61,6 +71,10 @@ def relu_backward(dy, cache):
     if xp is not np:  # one fused selection on the device
         return xp.where(cache.positive, dy, dy.dtype.type(0))
     dx = memory.empty_like(dy)
+    flat = jit.flat(dy, cache.positive, dx)
+    if flat is not None:
+        jit.call(jit.relu_backward, *flat)
+        return dx
 
     def mask(i):
         with np.errstate(invalid="ignore"):
@@ -79,6 +93,10 @@ def leaky_relu_forward(x, slope=0.01):
     slope = float(slope)
     positive, y = memory.empty_like(x, dtype=bool), memory.empty_like(x)
     s = x.dtype.type(slope)
+    flat = jit.flat(x, y, positive)
+    if flat is not None:
+        jit.call(jit.leaky_relu_forward, flat[0], s, flat[1], flat[2])
+        return y, ActCache(positive=positive, slope=slope, dtype=x.dtype)
 
     def leak(i):  # slope * x, then x where positive
         xp.greater(x[i], 0, out=positive[i])
@@ -96,6 +114,10 @@ def leaky_relu_backward(dy, cache):
     """Fast :func:`bioplaus.ops.act.leaky_relu_backward` (same arguments and results)."""
     xp = array_module(dy)
     dx, s = memory.empty_like(dy), dy.dtype.type(cache.slope)
+    flat = jit.flat(dy, cache.positive, dx)
+    if flat is not None:
+        jit.call(jit.leaky_relu_backward, flat[0], flat[1], s, flat[2])
+        return dx
 
     def leak(i):  # slope * dy, then dy where positive
         xp.multiply(dy[i], s, out=dx[i])

@@ -9,7 +9,10 @@ from bioplaus.fast import act as fast_act
 from bioplaus.ops import act as ref_act
 
 PAIRS = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward"]
-SHAPES = {"mlp": (16, 40), "conv": (4, 7, 3, 2), "conv-channel-major": (4, 7, 3, 2), "1d": (9,)}
+# dense arrays take the compiled loops of bioplaus.fast.jit (C order and channel-major
+# alike); a strided view (every other channel) takes the NumPy channel groups
+SHAPES = {"mlp": (16, 40), "conv": (4, 7, 3, 2), "conv-channel-major": (4, 7, 3, 2), "1d": (9,),
+          "strided": (4, 14, 3, 2)}
 SLOPES = [0.01, 0.2, 1.5]  # below 1 the fast forward takes a maximum, above it a masked copy
 
 
@@ -29,7 +32,16 @@ def _inputs(layout, dtype, seed=0, special=True):
         dy.flat[2::7] = -np.inf
     if layout == "conv-channel-major":
         x, dy = (np.ascontiguousarray(a.swapaxes(0, 1)).swapaxes(0, 1) for a in (x, dy))
+    if layout == "strided":
+        x, dy = x[:, ::2], dy[:, ::2]
     return x, dy
+
+
+@pytest.mark.parametrize("layout", sorted(SHAPES))
+def test_dense_arrays_take_the_compiled_loops_and_views_do_not(layout):
+    from bioplaus.fast import jit
+    x, dy = _inputs(layout, np.float32)
+    assert (jit.flat(x, dy) is None) == (layout == "strided")
 
 
 def _both(mod, x, dy, slope):
@@ -62,7 +74,7 @@ def test_fast_gives_the_reference_bits(xp, layout, special, dtype):
             assert got[name].dtype == want[name].dtype and got[name].shape == x.shape, name
             np.testing.assert_array_equal(backend.to_numpy(got[name]),
                                           backend.to_numpy(want[name]), err_msg=name)
-        if xp is np and x.ndim > 1:
+        if xp is np and x.ndim > 1 and layout != "strided":
             assert got["relu"].strides == x.strides  # the fast path keeps the memory order
 
 

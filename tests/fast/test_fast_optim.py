@@ -1,5 +1,5 @@
-"""Optimizers: the fast twin (in place, eps folded into the step, blocked on the host
-threads) equals the textbook reference, step by step from the first."""
+"""Optimizers: the fast twin (compiled single passes on NumPy; in place with eps folded
+into the step on CuPy) equals the textbook reference, step by step from the first."""
 import numpy as np
 import pytest
 
@@ -9,10 +9,9 @@ from bioplaus.fast import optim as fast_optim
 from bioplaus.optim import OptimConfig, init_state
 from helpers import rel_error
 
-# conv weights and biases, mlp weights, and one parameter of more than two
-# cache blocks (cut into blocks on the host threads)
+# conv weights and biases, mlp weights, and one larger parameter (split over the threads)
 SHAPES = {"conv.weight": (16, 8, 3, 3), "conv.bias": (16,), "fc.weight": (40, 64),
-          "big.weight": (2 * fast_optim.CACHE_BLOCK // 256 + 3, 256)}
+          "big.weight": (1027, 256)}
 N_STEPS = 6
 LRS = [1e-2, 1e-2, 5e-3, 5e-3, 1e-3, 1e-3]
 SKIPPED = {2: "conv.bias", 4: "fc.weight"}  # (step, name) without a gradient
@@ -29,14 +28,16 @@ CONFIGS = [
 ]
 
 # Tolerances, relative to the largest value of each array:
-# * SGD: the same products and sums in the same order: bitwise.
-# * Adam/AMSGrad, float64: the fast path computes m <- m + (1 - beta1)(g - m)
+# * NumPy (the compiled loops of bioplaus.fast.jit): each element takes the
+#   reference's operations in its order and dtype: bitwise, every optimizer.
+# * SGD on CuPy: the same products and sums in the same order: bitwise.
+# * Adam/AMSGrad on CuPy, float64: the fast path computes m <- m + (1 - beta1)(g - m)
 #   instead of beta1 m + (1 - beta1) g, and folds the bias corrections into
 #   the step size and eps (lr c/(1 - beta1^t) * m / (sqrt(v) + eps c), c =
 #   sqrt(1 - beta2^t)) instead of lr m_hat / (sqrt(v_hat) + eps): the same
 #   values with other roundings, a few ulps of each update (measured: 1e-14 of
 #   the update read back as p_new - p_old, most of it the rounding of p).
-# * Adam/AMSGrad, float32: the same, a few float32 ulps (eps 1.2e-7) of each
+# * Adam/AMSGrad on CuPy, float32: the same, a few float32 ulps (eps 1.2e-7) of each
 #   parameter and moment (measured up to 3e-7 after six steps); an update read
 #   back as p_new - p_old carries the rounding of p (an ulp of p is 2e-6 of a late
 #   step), so in float32 the parameters and moments are compared, not the update.
@@ -74,7 +75,7 @@ def test_fast_step_equals_the_reference_at_every_step(xp, cfg, dtype):
     p_fast = {k: backend.to_device(v.copy(), xp) for k, v in params.items()}
     ids = {k: id(v) for k, v in p_fast.items()}
     s_ref, s_fast = init_state(p_ref, cfg), init_state(p_fast, cfg)
-    tol = 0.0 if cfg.name == "sgd" else TOL[dtype]
+    tol = 0.0 if cfg.name == "sgd" or xp is np else TOL[dtype]
     for t, g in enumerate(grads):
         g = {k: None if v is None else backend.to_device(v, xp) for k, v in g.items()}
         before = {k: v.copy() for k, v in p_ref.items()}
@@ -115,40 +116,77 @@ def test_fast_step_raises_what_the_reference_raises():
     assert state["step"] == {"W": 0}  # a rejected step counts nothing
 
 
-@pytest.mark.parametrize("cfg", [OptimConfig("adam", weight_decay=0.05), OptimConfig("amsgrad"),
-                                 OptimConfig("sgd", momentum=0.9)], ids=lambda c: c.name)
-def test_blocked_updates_on_threads_equal_whole_arrays_bitwise(monkeypatch, cfg):
+NONFINITE_CONFIGS = [OptimConfig("adam", weight_decay=0.05), OptimConfig("amsgrad"),
+                     OptimConfig("sgd", momentum=0.9, weight_decay=0.05)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cfg", NONFINITE_CONFIGS, ids=lambda c: c.name)
+def test_compiled_updates_keep_the_references_non_finite_values(cfg, dtype):
+    # NaN and inf in gradients and parameters, signed zeros: the same values as the
+    # reference (assert_array_equal counts NaN == NaN; signbit checks the zeros and
+    # infinities; a NaN's sign bit means nothing and is not compared)
+    rng = np.random.default_rng(3)
+    p0 = rng.standard_normal((31, 17)).astype(dtype)
+    p0.flat[::7], p0.flat[1::11], p0.flat[2::13] = -0.0, np.inf, np.nan
+    grads = []
+    for t in range(4):
+        g = rng.standard_normal(p0.shape).astype(dtype)
+        g.flat[5 * t::41], g.flat[5 * t + 1::37], g.flat[t + 2::6] = np.nan, -np.inf, -0.0
+        grads.append(g)
+    out = []
+    for mod in (ref_optim, fast_optim):
+        p = {"W": p0.copy()}
+        state = init_state(p, cfg)
+        with np.errstate(all="ignore"):
+            for g in grads:
+                mod.step(p, {"W": g}, state, 1e-2, cfg)
+        out.append((p, state))
+    (pr, sr), (pf, sf) = out
+    for got, want in [(pf["W"], pr["W"])] + [(sf[k]["W"], sr[k]["W"]) for k in sr if k != "step"]:
+        np.testing.assert_array_equal(got, want)
+        num = ~np.isnan(want)
+        assert np.array_equal(np.signbit(got[num]), np.signbit(want[num]))
+        assert 0 < num.sum() < num.size  # both kinds of entry were there
+
+
+@pytest.mark.parametrize("cfg", NONFINITE_CONFIGS, ids=lambda c: c.name)
+def test_compiled_updates_do_not_depend_on_the_threads_or_memory_order(monkeypatch, cfg):
     rng = np.random.default_rng(5)
-    params = {"W": rng.standard_normal((37, 29)).astype(np.float32),
+    params = {"W": rng.standard_normal((371, 29)).astype(np.float32),
               "b": rng.standard_normal(7).astype(np.float32)}
     grads = [{k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
              for _ in range(3)]
     grads[1]["W"] = np.asfortranarray(grads[1]["W"])  # a gradient in another memory order
     results = []
-    # whole arrays on one thread (W is below 2 blocks), then W (1073 values) in
-    # blocks of 100 (the last one short) on one thread and on three
-    for threads, block in (("1", 1 << 16), ("1", 100), ("3", 100)):
+    for threads in ("1", "2"):
         monkeypatch.setenv("BIOPLAUS_NUM_THREADS", threads)
-        monkeypatch.setattr(fast_optim, "CACHE_BLOCK", block)
-        calls = []
-        kernel = fast_optim._sgd if cfg.name == "sgd" else fast_optim._adam
-        monkeypatch.setattr(fast_optim, "_sgd" if cfg.name == "sgd" else "_adam",
-                            lambda p, *a, kernel=kernel, calls=calls: (calls.append(p.size),
-                                                                       kernel(p, *a)))
         p = {k: v.copy() for k, v in params.items()}
         state = init_state(p, cfg)
         for g in grads:
             fast_optim.step(p, g, state, 1e-2, cfg)
         results.append((p, state))
-        # the kernel saw the arrays whole, or W in its eleven blocks (and b whole)
-        assert sorted(calls[:12] if block == 100 else calls[:2]) == (
-            sorted([100] * 10 + [73, 7]) if block == 100 else [7, 1073])
-    (p0, s0) = results[0]
-    for p, s in results[1:]:
-        for k in params:
-            np.testing.assert_array_equal(p0[k], p[k])
-            assert not np.array_equal(p[k], params[k])
+    (p0, s0), (p1, s1) = results
+    for k in params:
+        np.testing.assert_array_equal(p0[k], p1[k])
+        assert not np.array_equal(p1[k], params[k])
         for slot in s0:
             if slot != "step":
-                for k in params:
-                    np.testing.assert_array_equal(s0[slot][k], s[slot][k])
+                np.testing.assert_array_equal(s0[slot][k], s1[slot][k])
+
+
+def test_arrays_the_compiled_loops_cannot_take_are_updated_by_the_operators():
+    # a parameter that is a strided view (not one dense block): the NumPy
+    # formulation, in place, within rounding of the reference
+    cfg = OptimConfig("adam")
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((20, 16))
+    p_fast, p_ref = {"W": base.copy()[:, ::2]}, {"W": base.copy()[:, ::2]}
+    assert fast_optim.jit.flat(p_fast["W"]) is None
+    view = p_fast["W"]
+    s_fast, s_ref = init_state(p_fast, cfg), init_state(p_ref, cfg)
+    g = {"W": rng.standard_normal((20, 8))}
+    fast_optim.step(p_fast, g, s_fast, 1e-2, cfg)
+    ref_optim.step(p_ref, g, s_ref, 1e-2, cfg)
+    assert p_fast["W"] is view
+    assert rel_error(p_fast["W"], p_ref["W"]) <= TOL[np.float64]
