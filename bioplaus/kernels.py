@@ -64,6 +64,11 @@ REFERENCE_MODULES = {
 }
 
 
+def cuda_module_name(family: str) -> str:
+    """The fast wing's fused CuPy module for a family (:mod:`bioplaus.fast.cuda`)."""
+    return f"bioplaus.fast.cuda.{family}"
+
+
 def fast_module_name(family: str) -> str:
     """The fast wing's module for a family (it may not exist: then the reference serves)."""
     return f"bioplaus.fast.{family}"
@@ -127,6 +132,22 @@ def _fast_function(field: str):
     return getattr(mod, attr, None)
 
 
+def _cuda_function(field: str):
+    """The fused CuPy twin of ``field``, or None where there is none."""
+    from bioplaus.fast import cuda
+
+    family, attr = TABLE[field]
+    if family not in cuda.FAMILIES:
+        return None
+    return getattr(importlib.import_module(cuda_module_name(family)), attr, None)
+
+
+def cuda_twins() -> dict:
+    """``{field: (reference_function, cuda_function)}`` for every field with a fused CuPy twin."""
+    return {f: (_reference_function(f), c) for f in TABLE
+            if (c := _cuda_function(f)) is not None}
+
+
 def fast_twins() -> dict:
     """``{field: (reference_function, fast_function)}`` for every field that has a fast twin."""
     out = {}
@@ -140,7 +161,7 @@ def fast_twins() -> dict:
 def check_signatures() -> list:
     """Fields whose fast twin's signature differs from the reference's (should be none)."""
     bad = []
-    for field, (ref, f) in fast_twins().items():
+    for field, (ref, f) in [*fast_twins().items(), *cuda_twins().items()]:
         if inspect.signature(ref) != inspect.signature(f):
             bad.append(f"{field}: reference{inspect.signature(ref)} vs fast{inspect.signature(f)}")
     return bad
@@ -149,16 +170,32 @@ def check_signatures() -> list:
 REFERENCE = Kernels("reference", **{f: _reference_function(f) for f in TABLE})
 
 _FAST = None
+_FAST_CUDA = None
 
 
-def fast() -> Kernels:
-    """The fast table: the fast wing's twin where there is one, else the reference."""
-    global _FAST
+def is_cupy(xp) -> bool:
+    """Whether ``xp`` is the CuPy module (not NumPy, nor a stand-in with another name)."""
+    return getattr(xp, "__name__", None) == "cupy"
+
+
+def fast(xp=None) -> Kernels:
+    """The fast table: the fast wing's twin where there is one, else the reference.
+
+    For CuPy (``xp`` the ``cupy`` module) the fused CuPy kernels of
+    :mod:`bioplaus.fast.cuda` come first (table ``"fast-cuda"``); for NumPy
+    or ``xp=None`` they are left out.
+    """
+    global _FAST, _FAST_CUDA
     if _FAST is None:
         _FAST = Kernels("fast", **{f: (_fast_function(f) or _reference_function(f)) for f in TABLE})
-    return _FAST
+    if not is_cupy(xp):
+        return _FAST
+    if _FAST_CUDA is None:
+        _FAST_CUDA = Kernels("fast-cuda", **{f: (_cuda_function(f) or getattr(_FAST, f))
+                                             for f in TABLE})
+    return _FAST_CUDA
 
 
-def get_kernels(reference: bool = False) -> Kernels:
-    """The reference table when ``reference`` is true, else the fast one."""
-    return REFERENCE if reference else fast()
+def get_kernels(reference: bool = False, xp=None) -> Kernels:
+    """The reference table when ``reference`` is true, else the fast one for ``xp``."""
+    return REFERENCE if reference else fast(xp)

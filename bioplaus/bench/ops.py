@@ -214,7 +214,7 @@ def _compare_paths(out, xp, batch, timer):
     """Time and print the fast path beside the reference; ``{row: (fast fwd, fast bwd,
     reference fwd, reference bwd)}`` in seconds."""
     rng = np.random.default_rng(1)
-    fast, shapes = _path_fns(xp, rng, batch, kernels.fast())
+    fast, shapes = _path_fns(xp, rng, batch, kernels.fast(xp))
     ref, _ = _path_fns(xp, np.random.default_rng(1), batch, kernels.REFERENCE)
     out("")
     out(f"{f'fast vs reference (vgg8b, batch {batch})':<36}{'fwd ms':>10}{'bwd ms':>10}"
@@ -272,7 +272,7 @@ def run_ops_bench(repeats=5, out=print, device="cpu", batch=128, peak_size=None)
     out(f"forward + backward (dW, db, dx with B = W): GFLOP = 3 x 2 x MACs; 'peak' is the "
         f"GFLOP/s of a {peak_size}^3 float32 matmul, sampled between the op's samples")
     out("path: fast (bioplaus.fast where it has a twin, as training uses by default)")
-    k = kernels.fast()
+    k = kernels.fast(xp)
     result = {}
     result["linear"], result["all_linear"], peak_lin = _table(
         out, "linear (mlp 3x1024, 28x28)", _linear_rows(xp, rng, batch, k), timer)

@@ -136,5 +136,5 @@ def build_model(cfg, input_shape, num_classes: int, xp=np, dtype=np.float32, *,
     groups[spec.out_name] = [o + "weight", o + "bias"]
     return Model(spec=spec, rule=rule, params=params, buffers=buffers, fixed=fixed,
                  heads=tuple(heads), nonlin=cfg.nonlin, beta=float(cfg.beta),
-                 seed=seed, xp=xp, dtype=dtype, k=kernels.get_kernels(reference), cfg=cfg,
+                 seed=seed, xp=xp, dtype=dtype, k=kernels.get_kernels(reference, xp), cfg=cfg,
                  groups=groups)

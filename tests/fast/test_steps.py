@@ -51,7 +51,7 @@ def rel_err(a, b):
 def run_steps(cfg, shape, xp, dtype, reference):
     """Two training steps; returns (update directions per step, params, buffers)."""
     model = build_model(cfg, shape, 10, xp=xp, dtype=dtype, reference=reference)
-    assert model.k is (kernels.REFERENCE if reference else kernels.fast())
+    assert model.k is (kernels.REFERENCE if reference else kernels.fast(xp))
     ocfg = optim.OptimConfig(name="sgd", momentum=0.9)
     states = {g: optim.init_state(model.group_params(g), ocfg) for g in model.groups}
     rng = np.random.default_rng(3)
