@@ -35,11 +35,18 @@ import torch.nn.functional as F
 RULES = ("pred", "sim", "predsim", "pred-bio", "backprop")
 
 
+def float32_products(tf32: bool = False) -> str:
+    """TF32 on (``tf32``) or off for CUDA products and cuDNN convolutions; says what was set."""
+    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.allow_tf32 = bool(tf32)
+    if tf32:
+        return "TF32 allowed (tensor-core products and convolutions, --tf32)"
+    return "TF32 off (strict float32 products and convolutions)"
+
+
 def strict_float32() -> str:
     """Switch TF32 off for CUDA products and cuDNN convolutions; says what was set."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    return "TF32 off (strict float32 products and convolutions)"
+    return float32_products(False)
 
 
 def similarity_matrix(x):
@@ -88,12 +95,12 @@ class TorchStep:
     """
 
     def __init__(self, model, lr: float = 5e-4, dropout: float = 0.0, device: str = "cpu",
-                 optim: str = "adam"):
+                 optim: str = "adam", tf32: bool = False):
         rule = model.rule
         if rule.name not in RULES:
             raise ValueError(f"no PyTorch formulation of rule {rule.name!r}; have {', '.join(RULES)}")
         if str(device).startswith("cuda"):
-            strict_float32()
+            float32_products(tf32)  # strict float32 unless asked: like with like
         self.spec, self.rule, self.heads = model.spec, rule, model.heads
         cfg = model.cfg
         self.nonlin, self.weights = model.nonlin, model.weights

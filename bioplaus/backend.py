@@ -24,6 +24,7 @@ This is the only module that imports CuPy.
 """
 from __future__ import annotations
 
+import os
 import zlib
 
 import numpy as np
@@ -115,6 +116,34 @@ def to_numpy(x):
     if is_gpu_array(x):
         return x.get()
     return np.asarray(x)
+
+
+def set_tf32(xp, enabled: bool) -> str:
+    """Allow TF32 tensor-core products for float32 (``enabled``) or forbid them; say which.
+
+    On CuPy this sets the compute type of its float32 matrix products
+    (cuBLAS; bioplaus's convolutions are products too) through
+    ``cupy._core._routines_linalg.set_compute_type`` and ``CUPY_TF32``
+    (which CuPy reads at its first float32 product, where that function is
+    missing). Strict float32 is set explicitly, so a ``CUPY_TF32=1`` in the
+    environment does not turn TF32 on unasked. NumPy has no TF32: asking for
+    it there raises :class:`BackendError` (a run's configuration says what ran).
+    """
+    if xp is np or xp is None:
+        if enabled:
+            raise BackendError("--tf32 needs --device gpu: TF32 is a tensor-core mode of NVIDIA "
+                               "GPUs (Ampere and later); NumPy on the CPU multiplies float32 in "
+                               "float32 always")
+        return "float32 products: strict float32"
+    os.environ["CUPY_TF32"] = "1" if enabled else "0"
+    try:
+        from cupy._core import _routines_linalg as linalg  # noqa: PLC0415
+        linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if enabled
+                                else linalg.COMPUTE_TYPE_DEFAULT)
+    except (ImportError, AttributeError):  # pragma: no cover - depends on the CuPy version
+        pass  # CUPY_TF32 alone (read at CuPy's first float32 product)
+    return ("float32 products: TF32 tensor cores allowed (--tf32)" if enabled
+            else "float32 products: strict float32 (TF32 off)")
 
 
 def synchronize(xp) -> None:

@@ -65,6 +65,8 @@ class Config:
     # the reference ops end to end (the equations as written) instead of the
     # fast wing's twins (bioplaus.kernels); the same results, slower
     reference: bool = False
+    # TF32 tensor-core products for float32 on a GPU (CuPy); strict float32 when off
+    tf32: bool = False
     extra: dict = field(default_factory=dict)
 
     def replace(self, **kw) -> "Config":
@@ -158,7 +160,7 @@ def check_types(d: dict) -> None:
         elif key == "data_dir":
             if v is not None and not isinstance(v, str):
                 raise _err(key, v, "a path (a string)")
-        elif key in ("cutout", "reference"):
+        elif key in ("cutout", "reference", "tf32"):
             if not isinstance(v, bool):
                 raise _err(key, v, "true or false")
         elif key == "lr_decay_milestones":
@@ -206,6 +208,11 @@ def validate(cfg: Config) -> None:
         (cfg.frc_loss in ("ce", "hinge"), f"--frc-loss must be ce or hinge, got {cfg.frc_loss!r}"),
         (cfg.dtype in ("float32", "float64"), f"dtype must be float32 or float64, got {cfg.dtype!r}"),
         (cfg.device in ("cpu", "gpu"), f"--device must be cpu or gpu, got {cfg.device!r}"),
+        (not cfg.tf32 or cfg.device == "gpu",
+         "--tf32 needs --device gpu: TF32 is a tensor-core mode of NVIDIA GPUs (CuPy's float32 "
+         "products); NumPy on the CPU has none, so it is refused rather than ignored"),
+        (not cfg.tf32 or cfg.dtype == "float32",
+         f"--tf32 applies to float32 products; this run's dtype is {cfg.dtype}"),
         (all(m >= 1 for m in ms), f"--lr-decay-milestones must be positive epochs, got {ms}"),
         (all(a < b for a, b in zip(ms, ms[1:])),
          f"--lr-decay-milestones must increase, got {ms}"),

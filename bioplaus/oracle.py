@@ -56,6 +56,7 @@ def oracle_attrs(cfg, result) -> dict:
 
     config = cfg.replace(dropout=0.0, dtype="float64").to_dict()
     config.pop("reference", None)
+    config.pop("tf32", None)  # the oracle runs NumPy in float64: never TF32
     return {"rule": cfg.rule, "net": cfg.net, "dataset": cfg.dataset, "seed": int(cfg.seed),
             "batch_size": int(result["x"].shape[0]), "bioplaus_version": __version__,
             "config": json.dumps(config, sort_keys=True), "kernels": "reference",

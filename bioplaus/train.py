@@ -129,6 +129,8 @@ class Trainer:
         self.on_step = on_step  # called as on_step(trainer) after every step
         self.command = command  # the command line, recorded in the run log
         self.xp = backend.get_xp(cfg.device)
+        # "float32 products: strict float32" or "...: TF32 tensor cores allowed (--tf32)"
+        self.precision = backend.set_tf32(self.xp, cfg.tf32)
         self.dtype = np.float64 if cfg.dtype == "float64" else np.float32
         self.data = TrainData(cfg, self.xp, self.dtype)
         self.model = build_model(cfg, self.data.input_shape, self.data.num_classes,
@@ -195,7 +197,8 @@ class Trainer:
             raise TrainingDiverged(f"parameters {', '.join(bad[:3])} hold non-finite values at "
                                    f"step {self.step}; not written. {self.kept_checkpoint()}")
         meta = {"wall_s": self.wall_before + (time.time() - self.t0),
-                "machine": machine_description(self.xp), "commit": git_commit(),
+                "machine": machine_description(self.xp), "precision": self.precision,
+                "commit": git_commit(),
                 "command": self.command}
         save_checkpoint(os.path.join(self.out_dir, CHECKPOINT), config_json=self.cfg.to_json(),
                         params=self.model.params, buffers=self.model.buffers,
@@ -412,7 +415,7 @@ class Trainer:
         with open(os.path.join(self.out_dir, TEXT_LOG), "a") as f:
             f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {'resumed' if self.step else 'started'}: "
                     f"{self.command or '(no command recorded)'}; commit {git_commit()}; "
-                    f"{machine_description(self.xp)}\n")
+                    f"{machine_description(self.xp)}; {self.precision}\n")
         last_save = time.time()
         self._check_params()  # for the guards' messages (see _cause)
         stop = self._stop = {"flag": False}

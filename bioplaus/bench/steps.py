@@ -301,8 +301,12 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
                     batch: int = 128, repeats: int = 3, device: str = "cpu", use_torch: bool = True,
                     out=print, num_hidden: int = 1024, feat_mult: float = 1.0,
                     dim_in_decoder: int = 4096, dropout: float = 0.0, peak_size: int = 4096,
-                    input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES) -> dict:
+                    input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES, tf32: bool = False) -> dict:
     """Time whole training steps of every (net, rule) and print one row each.
+
+    Both libraries multiply in strict float32 unless ``tf32`` (``--tf32``, GPU
+    only): then both allow TF32 tensor cores (CuPy's compute type, torch's
+    ``allow_tf32``), so the comparison stays like with like.
 
     Returns ``{"peak": GFLOP/s at the start, "rows": [dict per (net, rule)]}``;
     each row holds ``ms`` (median ms/step), ``min_ms``, ``img_s``, ``gflop``,
@@ -317,13 +321,14 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
     from bioplaus.bench.memory import step_peak_bytes
 
     xp = backend.get_xp(device)
+    precision = backend.set_tf32(xp, tf32)  # refuses --tf32 on the CPU
     torch_mod, why = load_torch_step() if use_torch else (None, "--no-torch")
     if torch_mod is not None and device == "gpu" and not torch_mod.torch.cuda.is_available():
         torch_mod, why = None, "this torch has no CUDA; a CPU time is no comparison for a GPU step"
     peak_fn = MatmulPeak(xp, peak_size)
     peak = peak_fn.measure(3)
     lib = f"{xp.__name__} {xp.__version__}"
-    out(f"bioplaus step benchmark: device {device} ({lib}), float32, batch {batch}, "
+    out(f"bioplaus step benchmark: device {device} ({lib}), {precision}, batch {batch}, "
         f"inputs {'x'.join(map(str, input_shape))}, {num_classes} classes, dropout {dropout}, "
         f"Adam; median of {repeats} steps after 1 warm-up")
     from bioplaus.train import machine_description
@@ -339,7 +344,7 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
         out(f"PyTorch formulation: not timed ({why})")
     else:
         torch = torch_mod.torch
-        where = (f"CUDA ({torch.cuda.get_device_name()}), {torch_mod.strict_float32()}"
+        where = (f"CUDA ({torch.cuda.get_device_name()}), {torch_mod.float32_products(tf32)}"
                  if device == "gpu" else f"{torch.get_num_threads()} threads")
         out(f"PyTorch formulation: benchmarks/torch_step.py, torch {torch.__version__}, "
             f"{where}, timed in turn with bioplaus (0.3 s pause "
@@ -363,7 +368,8 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
                      "peak": lambda: backend.synchronize(xp)}
             if torch_mod is not None and rule in torch_mod.RULES:
                 tdev = "cuda" if device == "gpu" else "cpu"
-                ts = torch_mod.TorchStep(bp.model, lr=cfg.lr, dropout=dropout, device=tdev)
+                ts = torch_mod.TorchStep(bp.model, lr=cfg.lr, dropout=dropout, device=tdev,
+                                         tf32=tf32)
                 xt, yt = torch_mod.inputs(x_host, y_host, tdev)
                 fns["torch"] = lambda ts=ts, xt=xt, yt=yt: ts.step(xt, yt)
                 syncs["torch"] = lambda tdev=tdev: torch_mod.synchronize(tdev)

@@ -46,8 +46,11 @@ def _names(value: str, known, what: str) -> tuple:
               show_default=True)
 @click.option("--peak-size", type=click.IntRange(min=64), default=4096, show_default=True,
               help="side of the square float32 matmul that measures the peak")
+@click.option("--tf32", is_flag=True, default=False,
+              help="allow TF32 tensor-core products in both libraries (--device gpu only); "
+                   "both strict float32 without it")
 def steps(nets, rules, batch_size, repeats, device, no_torch, memory, memory_batch, num_hidden,
-          feat_mult, dim_in_decoder, dropout, peak_size):
+          feat_mult, dim_in_decoder, dropout, peak_size, tf32):
     """Whole training steps (forward, local updates, Adam) on 28x28x1 inputs.
 
     Prints per (net, rule) the median ms per step, images/s, the step's
@@ -61,6 +64,9 @@ def steps(nets, rules, batch_size, repeats, device, no_torch, memory, memory_bat
         if memory:
             from bioplaus.bench.memory import run_memory_bench
 
+            if tf32:
+                raise click.UsageError("--tf32 times steps; --memory measures memory, which "
+                                       "TF32 does not change: give one of them")
             local = tuple(r for r in rule_names if RULES[r].family != "global")
             run_memory_bench(local or ("predsim",), batch=memory_batch, device=device,
                              out=click.echo, num_hidden=num_hidden, feat_mult=feat_mult,
@@ -71,7 +77,7 @@ def steps(nets, rules, batch_size, repeats, device, no_torch, memory, memory_bat
         run_steps_bench(net_names, rule_names, batch=batch_size, repeats=repeats, device=device,
                         use_torch=not no_torch, out=click.echo, num_hidden=num_hidden,
                         feat_mult=feat_mult, dim_in_decoder=dim_in_decoder, dropout=dropout,
-                        peak_size=peak_size)
+                        peak_size=peak_size, tf32=tf32)
     except backend.BackendError as exc:
         raise click.ClickException(str(exc)) from None
 
