@@ -50,10 +50,9 @@ def evaluate(model, batches, split: str = "test") -> dict:
                      + [None if e is None else (e == y).sum() for e in exits]))
     n, correct, loss_sum, exit_correct = 0, 0, 0.0, None
     if rows:
-        xp = model.xp
         flat = [v for _, r in rows for v in r if v is not None]
-        values = iter(backend.to_numpy(xp.stack([xp.asarray(v, dtype=np.float64)
-                                                 for v in flat])).tolist())
+        # one stack (the model's float losses and integer counts), one transfer, in float64
+        values = iter(backend.to_numpy(model.xp.stack(flat).astype(np.float64)).tolist())
         exit_correct = [None if v is None else 0 for v in rows[0][1][2:]]
         for m, r in rows:
             L, c, *ex = [None if v is None else next(values) for v in r]

@@ -258,9 +258,9 @@ class Trainer:
                      if v is not None and type(v) not in (int, float)]
         values = iter([])
         if on_device:
-            xp = self.xp
-            values = iter(backend.to_numpy(xp.stack([xp.asarray(v, dtype=np.float64)
-                                                     for v in on_device])).tolist())
+            # one stack (float64 losses and integer counts promote to float64), one transfer
+            stacked = self.xp.stack(on_device).astype(np.float64, copy=False)
+            values = iter(backend.to_numpy(stacked).tolist())
         part = self._partial
         for step, epoch, batch, n, rows in pending:
             for group, st in rows:
