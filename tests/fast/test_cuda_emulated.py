@@ -2,6 +2,8 @@
 give the reference's results on NumPy: the elementwise ones exactly, the reductions to
 rounding. This checks the kernels' arithmetic where there is no GPU; the CuPy tests
 (test_cuda_act/norm/optim/similarity.py) check them on one."""
+import types
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,17 @@ def test_similarity_map_statistics(shape, dtype):
     _close(fast_sim.similarity_matrix_backward(dS, c1),
            similarity.similarity_matrix_backward(dS, c2), 10 * TOL[dtype], "dx")
     assert kernels.cuda_twins()["similarity_matrix_forward"][1] is cuda_sim.similarity_matrix_forward
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("net", ["mlp", "vgg8b"])
+@pytest.mark.parametrize("rule", ["predsim", "pred-bio", "backprop", "frc-sign"])
+def test_whole_steps_on_the_cuda_table_equal_the_reference(monkeypatch, rule, net, dtype):
+    """The fast-cuda table (the fused kernels first, the fast wing for the rest) in
+    tests/fast/test_steps.py's comparison: caches pass between the twins as they should."""
+    from tests.fast import test_steps
+
+    cuda_table = kernels.fast(types.ModuleType("cupy"))  # what CuPy gets
+    assert cuda_table.name == "fast-cuda"
+    monkeypatch.setattr(kernels, "fast", lambda xp=None: cuda_table)
+    test_steps.test_fast_step_equals_reference_step(np, rule, net, dtype)
