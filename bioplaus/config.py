@@ -11,6 +11,11 @@ import math
 from dataclasses import dataclass, field
 
 
+#: Weight initialisations (``--init``) and ways to bring inputs to ``--input-size``.
+INITS = ("torch", "xavier-uniform")
+INPUT_FITS = ("resize", "pad")
+
+
 class ConfigError(ValueError):
     """An option that is unknown, out of range or does not apply."""
 
@@ -26,6 +31,10 @@ class Config:
     num_hidden: int = 1024
     feat_mult: float = 1.0
     nonlin: str = "relu"
+    # weight initialisation: 'torch' (PyTorch's default, U(+-1/sqrt(fan_in)) for
+    # weights and biases) or 'xavier-uniform' (Glorot & Bengio 2010: weights
+    # U(+-sqrt(6/(fan_in+fan_out))), biases 0; fixed feedback matrices likewise)
+    init: str = "torch"
     dropout: float = 0.0
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
@@ -58,6 +67,10 @@ class Config:
     test_subset: int = 0
     max_steps: int = 0
     data_dir: str | None = None
+    # inputs brought to input_size x input_size (0: as stored) by 'resize'
+    # (bilinear, half-pixel centres, rounded to uint8) or 'pad' (zeros, centred)
+    input_size: int = 0
+    input_fit: str = "resize"
     # run
     seed: int = 1
     device: str = "cpu"
@@ -120,14 +133,15 @@ def _opt(key: str) -> str:
 _INTS = {"num_hidden": 1, "dim_in_decoder": 1, "target_proj_size": 1, "layerwise_epochs": 0,
          "batch_size": 1, "epochs": 1, "classes_per_batch": 0,
          "classes_per_batch_until_epoch": 0, "length": 0, "val_size": 0, "train_subset": 0,
-         "test_subset": 0, "max_steps": 0, "seed": 0}
+         "test_subset": 0, "max_steps": 0, "seed": 0, "input_size": 0}
 _FLOATS = ("feat_mult", "dropout", "bn_momentum", "bn_eps", "beta", "lr", "lr_decay_fact",
            "momentum", "weight_decay")
-_STRS = ("rule", "net", "dataset", "nonlin", "frc_loss", "optim", "device", "dtype")
+_STRS = ("rule", "net", "dataset", "nonlin", "frc_loss", "optim", "device", "dtype", "init",
+         "input_fit")
 _MEANING_OF_0 = {"layerwise_epochs": "0: all blocks at once", "classes_per_batch": "0: random",
                  "classes_per_batch_until_epoch": "0: always", "val_size": "0: the test set",
                  "train_subset": "0: all", "test_subset": "0: all", "max_steps": "0: no limit",
-                 "length": "0: no hole"}
+                 "length": "0: no hole", "input_size": "0: as stored"}
 
 
 def _is_int(v) -> bool:
@@ -205,6 +219,9 @@ def validate(cfg: Config) -> None:
          f"--optim must be one of adam, amsgrad, sgd, got {cfg.optim!r}"),
         (cfg.nonlin in ("relu", "leakyrelu"),
          f"--nonlin must be relu or leakyrelu, got {cfg.nonlin!r}"),
+        (cfg.init in INITS, f"--init must be one of {', '.join(INITS)}, got {cfg.init!r}"),
+        (cfg.input_fit in INPUT_FITS,
+         f"--input-fit must be one of {', '.join(INPUT_FITS)}, got {cfg.input_fit!r}"),
         (cfg.frc_loss in ("ce", "hinge"), f"--frc-loss must be ce or hinge, got {cfg.frc_loss!r}"),
         (cfg.dtype in ("float32", "float64"), f"dtype must be float32 or float64, got {cfg.dtype!r}"),
         (cfg.device in ("cpu", "gpu"), f"--device must be cpu or gpu, got {cfg.device!r}"),

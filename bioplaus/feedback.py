@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .backend import TRAIN_DTYPE, stream, to_device, uniform
+from .backend import TRAIN_DTYPE, array_module, stream, to_device, uniform
 
 #: Purpose strings of the random streams (one per kind of fixed matrix).
 PURPOSE_FA = "feedback.fa.B"
@@ -30,7 +30,7 @@ PURPOSE_FRC_K_RANDOM = "feedback.frc.K.random"
 FRC_KINDS = ("sym", "sign", "random", "trainable")
 
 
-def fa_matrix(xp, seed, layer, shape, dtype=TRAIN_DTYPE):
+def fa_matrix(xp, seed, layer, shape, dtype=TRAIN_DTYPE, scheme="torch"):
     """Feedback-alignment matrix ``B`` with the shape of a layer's ``W``.
 
     Parameters
@@ -44,12 +44,15 @@ def fa_matrix(xp, seed, layer, shape, dtype=TRAIN_DTYPE):
     shape : tuple
         ``W``'s shape: ``(out, in)`` (linear) or ``(out, in, kh, kw)`` (conv).
     dtype : dtype
+    scheme : str
+        ``--init``: 'torch' or 'xavier-uniform' (the bound of :func:`init_bound`).
 
     Returns
     -------
     B : array, shape ``shape``
         Fixed, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with
-        ``fan_in = prod(shape[1:])``.
+        ``fan_in = prod(shape[1:])`` (under 'xavier-uniform':
+        ``U(+-sqrt(6/(fan_in + fan_out)))``).
 
     Notes
     -----
@@ -58,8 +61,7 @@ def fa_matrix(xp, seed, layer, shape, dtype=TRAIN_DTYPE):
     :math:`\\delta_l W_l`; the ``fa`` baseline of Mostafa et al. (2018).
     """
     shape = tuple(int(s) for s in shape)
-    fan_in = math.prod(shape[1:])
-    return uniform(xp, seed, PURPOSE_FA, layer, shape, 1 / math.sqrt(fan_in), dtype)
+    return uniform(xp, seed, PURPOSE_FA, layer, shape, init_bound(shape, scheme), dtype)
 
 
 def label_projection(xp, seed, layer, num_classes, size=128, dtype=TRAIN_DTYPE):
@@ -190,3 +192,71 @@ def frc_feedback(kind, M, xp, seed, layer, dtype=TRAIN_DTYPE):
     if kind == "random":
         return uniform(xp, seed, PURPOSE_FRC_K_RANDOM, layer, (N, C), bound, dtype)
     raise ValueError(f"unknown feedback kind {kind!r}; choose one of {', '.join(FRC_KINDS)}")
+
+
+# ----------------------------------------------------------------------------
+# Sign-concordant feedback (Liao, Leibo & Poggio 2016; Xiao et al. 2018) and
+# direct feedback (Nøkland 2016; Frenkel, Lefebvre & Bol 2021)
+# ----------------------------------------------------------------------------
+PURPOSE_FRSF = "feedback.frsf.B"
+PURPOSE_BRSF = "feedback.brsf.R"
+PURPOSE_DFA = "feedback.dfa.B"
+PURPOSE_DRTP = "feedback.drtp.B"
+
+
+def init_bound(shape, scheme="torch"):
+    """The uniform bound of a matrix of ``shape`` (out, in[, kh, kw]) under ``--init``:
+    'torch' ``1/sqrt(fan_in)``, 'xavier-uniform' ``sqrt(6/(fan_in + fan_out))``."""
+    shape = tuple(int(s) for s in shape)
+    rf = math.prod(shape[2:])
+    fan_in, fan_out = shape[1] * rf, shape[0] * rf
+    if scheme == "xavier-uniform":
+        return math.sqrt(6.0 / (fan_in + fan_out))
+    if scheme != "torch":
+        raise ValueError(f"unknown init {scheme!r}; choose torch or xavier-uniform")
+    return 1.0 / math.sqrt(fan_in)
+
+
+def usf_scale(shape, scheme="torch"):
+    r"""uSF's magnitude ``s``: the standard deviation of the layer's initialisation,
+    ``bound / sqrt(3)`` for U(-bound, bound) (:func:`init_bound`)."""
+    return init_bound(shape, scheme) / math.sqrt(3.0)
+
+
+def sign_concordant(W, magnitude):
+    r"""Sign-concordant feedback :math:`B = |M| \odot \mathrm{sign}(W)`.
+
+    ``magnitude``: a scalar (uSF's ``s``) or an array of ``W``'s shape (frSF's
+    fixed ``|B|``, brSF's batch's ``|R_t|``); with ``|W|`` it is ``W`` itself.
+    """
+    xp = array_module(W)
+    return xp.sign(W) * xp.abs(magnitude)
+
+
+def frsf_magnitude(xp, seed, layer, shape, dtype=TRAIN_DTYPE, scheme="torch"):
+    """frSF's fixed magnitudes ``|B|``, B ~ U(+-:func:`init_bound`), drawn from (seed, layer)."""
+    shape = tuple(int(s) for s in shape)
+    B = uniform(xp, seed, PURPOSE_FRSF, layer, shape, init_bound(shape, scheme), dtype)
+    return xp.abs(B)
+
+
+def brsf_magnitude(xp, seed, layer, step, shape, dtype=TRAIN_DTYPE, scheme="torch"):
+    """brSF's magnitudes ``|R_t|`` of training step ``step``: R_t ~ U(+-:func:`init_bound`),
+    redrawn every batch from the stream keyed by (seed, layer, step), so a resumed
+    run redraws exactly what the uninterrupted one drew."""
+    shape = tuple(int(s) for s in shape)
+    R = stream(seed, f"{PURPOSE_BRSF}.{int(layer)}", int(step)).uniform(
+        -init_bound(shape, scheme), init_bound(shape, scheme), size=shape)
+    return xp.abs(to_device(R.astype(dtype), xp))
+
+
+def direct_matrix(purpose, xp, seed, layer, num_classes, width, dtype=TRAIN_DTYPE,
+                  scheme="torch"):
+    r"""DFA's or DRTP's fixed ``B_l`` (C, N_l): it sends a C-vector (the output error,
+    or the one-hot target) straight to layer l's N_l units, ``dh_l = e B_l``.
+
+    U(+-:func:`init_bound` of (C, N_l)), i.e. laid out as a linear N_l -> C
+    (torch: ``1/sqrt(N_l)``); ``purpose`` is :data:`PURPOSE_DFA` or :data:`PURPOSE_DRTP`.
+    """
+    shape = (int(num_classes), int(width))
+    return uniform(xp, seed, purpose, layer, shape, init_bound(shape, scheme), dtype)

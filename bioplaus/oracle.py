@@ -9,7 +9,10 @@ reproduce them elsewhere (see ``docs/oracle.md`` for the layout):
 * ``input/x`` (n, c, h, w) float64, normalised; ``input/y`` (n,) int64
 * ``params/<name>``  every trainable parameter before the step
 * ``buffers/<name>`` batch-norm running statistics before the step
-* ``fixed/<name>``   every fixed random matrix (B, P, M, K)
+* ``fixed/<name>``   every fixed random matrix (B, P, M, K; frsf's magnitudes
+  ``weight_mag``, dfa/drtp's ``direct.weight_fa``) and, for the
+  sign-concordant rules, every layer's feedback of this step,
+  ``<layer>.weight_fb`` = ``|M| * sign(W)`` (usf, brsf, frsf)
 * ``grads/<name>``   the rule's update direction for every parameter
   (the gradient of the rule's objective where it has one)
 
@@ -43,8 +46,11 @@ def compute_oracle(cfg, x, y, num_classes: int) -> dict:
             if v is not None and k != "correct":
                 losses[f"{upd.group}.{k}"] = float(v)
     missing = sorted(set(model.params) - set(grads))
+    fixed = dict(model.fixed)
+    if hasattr(model.rule.impl, "step_feedback"):  # feedback built from W at this step
+        fixed.update(model.rule.impl.step_feedback(model, 0))
     return {"x": x, "y": y, "params": params, "buffers": buffers,
-            "fixed": {k: backend.to_numpy(v) for k, v in model.fixed.items()},
+            "fixed": {k: backend.to_numpy(v) for k, v in fixed.items()},
             "grads": grads, "losses": losses, "no_update": missing, "model": model}
 
 

@@ -225,7 +225,7 @@ class Trainer:
         n = int(xb.shape[0])
         active = self.active_groups()
         rows = []
-        for upd in step_updates(self.model, xb, yb, masks):
+        for upd in step_updates(self.model, xb, yb, masks, step=self.step):
             if active is not None and upd.group not in active:
                 continue  # a frozen block below the active one: forward only, no update
             self.model.k.optimizer_step(self.model.group_params(upd.group), upd.grads,

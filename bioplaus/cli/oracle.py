@@ -54,9 +54,12 @@ def oracle():
 @click.option("--beta", type=float, default=0.99, show_default=True)
 @click.option("--nonlin", default="relu", show_default=True)
 @click.option("--data-dir", default=None)
+@click.option("--input-size", type=int, default=0,
+              help="Bring inputs to this square size (lenet: 32). [0: as stored; lenet: 32]")
+@click.option("--input-fit", default="resize", show_default=True, help="resize or pad.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False))
 def write(rule, net, dataset, seed, batch_size, num_layers, num_hidden, feat_mult, dim_in_decoder,
-          beta, nonlin, data_dir, out_path):
+          beta, nonlin, data_dir, input_size, input_fit, out_path):
     """Write one float64 step (dropout off) of RULE on NET to --out."""
     import numpy as np
 
@@ -65,7 +68,8 @@ def write(rule, net, dataset, seed, batch_size, num_layers, num_hidden, feat_mul
     from bioplaus.data.pipeline import make_loader
     from bioplaus.data.registry import DataError
     from bioplaus.io import save_oracle
-    from bioplaus.net.spec import NetError
+    from bioplaus.data.fit import fit_split
+    from bioplaus.net.spec import LENET_INPUT, NetError
     from bioplaus.oracle import compute_oracle, oracle_attrs
     from bioplaus.rules.registry import RuleError, get_rule
 
@@ -73,9 +77,11 @@ def write(rule, net, dataset, seed, batch_size, num_layers, num_hidden, feat_mul
         get_rule(rule)
         cfg = Config(rule=rule, net=net, dataset=dataset, seed=seed, batch_size=batch_size,
                      num_layers=num_layers, num_hidden=num_hidden, feat_mult=feat_mult,
-                     dim_in_decoder=dim_in_decoder, beta=beta, nonlin=nonlin, data_dir=data_dir)
+                     dim_in_decoder=dim_in_decoder, beta=beta, nonlin=nonlin, data_dir=data_dir,
+                     input_size=input_size or (LENET_INPUT if net == "lenet" else 0),
+                     input_fit=input_fit)
         validate(cfg)
-        split = load_dataset(dataset, "train", data_dir)
+        split = fit_split(load_dataset(dataset, "train", data_dir), cfg.input_size, cfg.input_fit)
         loader = make_loader(split, batch_size, train=False)
         x, y = next(iter(loader(1, 0)))
         res = compute_oracle(cfg, np.asarray(x, np.float64), y, int(split.labels.max()) + 1)

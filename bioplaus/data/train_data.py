@@ -2,13 +2,15 @@
 
 The evaluation split is the test set (what the papers report every epoch)
 or, with ``val_size > 0``, a validation set held out of the training set.
-``train_subset``/``test_subset`` take seeded random subsets for short runs.
+``train_subset``/``test_subset`` take seeded random subsets for short runs;
+``input_size``/``input_fit`` resize or pad the images (:mod:`bioplaus.data.fit`).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from bioplaus.backend import stream
+from bioplaus.data.fit import fit_split
 from bioplaus.data.loaders import Split, load_dataset
 from bioplaus.data.pipeline import holdout, make_loader
 from bioplaus.data.registry import get_info
@@ -36,6 +38,8 @@ class TrainData:
             self.eval_split = "test"
         train = subset(train, cfg.train_subset, cfg.seed, "subset.train")
         evals = subset(evals, cfg.test_subset, cfg.seed, "subset.eval")
+        train = fit_split(train, cfg.input_size, cfg.input_fit)
+        evals = fit_split(evals, cfg.input_size, cfg.input_fit)
         self.train_split, self.eval_split_data = train, evals
         self.input_shape = tuple(int(s) for s in train.images.shape[1:])
         self.num_classes = int(self.info.num_classes)

@@ -30,20 +30,40 @@ def init_uniform(xp, seed: int, name: str, shape, fan_in: int, dtype):
     return backend.uniform(xp, seed, "init." + name, 0, shape, 1.0 / math.sqrt(fan_in), dtype)
 
 
-def init_block(spec, xp, seed: int, dtype) -> tuple[dict, dict]:
-    """Encoder and batch-norm parameters of a block, and its running statistics."""
-    fan_in = int(np.prod(spec.encoder_shape[1:]))
+def xavier_bound(shape) -> float:
+    """Glorot & Bengio's uniform bound, sqrt(6 / (fan_in + fan_out)), of a weight of
+    ``shape`` (out, in[, kh, kw]); ``torch.nn.init.xavier_uniform_``'s."""
+    rf = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return math.sqrt(6.0 / (shape[1] * rf + shape[0] * rf))
+
+
+def init_layer(xp, seed: int, name: str, shape, dtype, scheme: str = "torch"):
+    """A layer's ``(weight, bias)`` under ``scheme`` ('torch': both U(+-1/sqrt(fan_in));
+    'xavier-uniform': weight U(+-:func:`xavier_bound`), bias 0), keyed by ``name``."""
+    fan_in = int(np.prod(shape[1:]))
+    if scheme == "xavier-uniform":
+        W = backend.uniform(xp, seed, "init." + name + "weight", 0, shape, xavier_bound(shape), dtype)
+        return W, xp.zeros(shape[0], dtype=dtype)
+    if scheme != "torch":
+        raise ValueError(f"unknown init {scheme!r}; choose torch or xavier-uniform")
+    return (init_uniform(xp, seed, name + "weight", shape, fan_in, dtype),
+            init_uniform(xp, seed, name + "bias", (shape[0],), fan_in, dtype))
+
+
+def init_block(spec, xp, seed: int, dtype, scheme: str = "torch") -> tuple[dict, dict]:
+    """Encoder and batch-norm parameters of a block, and its running statistics
+    (no batch norm where ``spec.bn`` is False)."""
     p = f"{spec.name}."
-    params = {
-        p + "encoder.weight": init_uniform(xp, seed, p + "encoder.weight", spec.encoder_shape, fan_in, dtype),
-        p + "encoder.bias": init_uniform(xp, seed, p + "encoder.bias", (spec.n_out,), fan_in, dtype),
-        p + "bn.weight": xp.ones(spec.n_out, dtype=dtype),
-        p + "bn.bias": xp.zeros(spec.n_out, dtype=dtype),
-    }
-    buffers = {
-        p + "bn.running_mean": xp.zeros(spec.n_out, dtype=dtype),
-        p + "bn.running_var": xp.ones(spec.n_out, dtype=dtype),
-    }
+    W, b = init_layer(xp, seed, p + "encoder.", spec.encoder_shape, dtype, scheme)
+    params = {p + "encoder.weight": W, p + "encoder.bias": b}
+    buffers = {}
+    if spec.bn:
+        params.update({p + "bn.weight": xp.ones(spec.n_out, dtype=dtype),
+                       p + "bn.bias": xp.zeros(spec.n_out, dtype=dtype)})
+        buffers = {
+            p + "bn.running_mean": xp.zeros(spec.n_out, dtype=dtype),
+            p + "bn.running_var": xp.ones(spec.n_out, dtype=dtype),
+        }
     return params, buffers
 
 
@@ -86,9 +106,12 @@ def block_forward(spec, params, buffers, x, *, k, training: bool, mask, nonlin: 
         a, enc = k.conv2d_forward(x, W, b, stride=spec.stride, pad=spec.pad)
     else:
         a, enc = k.linear_forward(x, W, b)
-    z, bn, rm, rv = k.batchnorm_forward(
-        a, params[p + "bn.weight"], params[p + "bn.bias"], buffers[p + "bn.running_mean"],
-        buffers[p + "bn.running_var"], training, momentum=bn_momentum, eps=bn_eps)
+    if spec.bn:
+        z, bn, rm, rv = k.batchnorm_forward(
+            a, params[p + "bn.weight"], params[p + "bn.bias"], buffers[p + "bn.running_mean"],
+            buffers[p + "bn.running_var"], training, momentum=bn_momentum, eps=bn_eps)
+    else:
+        z, bn = a, None
     f_fwd, _ = k.activation(nonlin)
     h, act = f_fwd(z)
     h_d, drop = k.dropout_forward(h, mask)
@@ -96,7 +119,7 @@ def block_forward(spec, params, buffers, x, *, k, training: bool, mask, nonlin: 
     out = h_d
     if spec.pool:
         out, pool = k.maxpool2d_forward(h_d, 2, 2, winner=pool_backward)
-    new_buffers = {p + "bn.running_mean": rm, p + "bn.running_var": rv}
+    new_buffers = {p + "bn.running_mean": rm, p + "bn.running_var": rv} if spec.bn else {}
     return out, h, BlockCache(x_shape, enc, bn, act, drop, pool), new_buffers
 
 
@@ -121,13 +144,15 @@ def block_backward_from_h(spec, dh, cache: BlockCache, nonlin: str, *, k, B=None
     p = f"{spec.name}."
     _, f_bwd = k.activation(nonlin)
     dz = f_bwd(dh, cache.act)
-    da, dgamma, dbeta = k.batchnorm_backward(dz, cache.bn)
+    bn = cache.bn is not None
+    da, dgamma, dbeta = k.batchnorm_backward(dz, cache.bn) if bn else (dz, None, None)
     if spec.kind == "conv":
         dx, dW, db = k.conv2d_backward(da, cache.enc, B=B, need_dx=need_dx)
     else:
         dx, dW, db = k.linear_backward(da, cache.enc, B=B, need_dx=need_dx)
     if dx is not None and dx.shape != cache.x_shape:
         dx = dx.reshape(cache.x_shape)  # undo the flatten of the input
-    grads = {p + "encoder.weight": dW, p + "encoder.bias": db,
-             p + "bn.weight": dgamma, p + "bn.bias": dbeta}
+    grads = {p + "encoder.weight": dW, p + "encoder.bias": db}
+    if bn:
+        grads.update({p + "bn.weight": dgamma, p + "bn.bias": dbeta})
     return dx, grads

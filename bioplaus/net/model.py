@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bioplaus import kernels
-from bioplaus.net.block import init_block, init_uniform
+from bioplaus.net.block import init_block, init_layer
 from bioplaus.net.spec import NetSpec, build_net
 from bioplaus.ops import avgpool as avgpool_ops
 from bioplaus.rules.registry import LossWeights, RuleInfo, get_rule
@@ -45,6 +45,7 @@ class HeadInit:
     dtype: object
     num_classes: int
     proj_size: int  # T, the size of the -bio rules' label projection
+    scheme: str = "torch"  # --init: the scale of fixed feedback matrices too
 
 
 @dataclass
@@ -113,11 +114,11 @@ def build_model(cfg, input_shape, num_classes: int, xp=np, dtype=np.float32, *,
                      num_hidden=cfg.num_hidden, feat_mult=cfg.feat_mult)
     seed = int(cfg.seed)
     C = num_classes
-    init = HeadInit(xp, seed, dtype, C, int(cfg.target_proj_size))
+    init = HeadInit(xp, seed, dtype, C, int(cfg.target_proj_size), cfg.init)
     params, buffers, fixed, heads, groups = {}, {}, {}, [], {}
     for b in spec.blocks:
         p = f"{b.name}."
-        bp, bb = init_block(b, xp, seed, dtype)
+        bp, bb = init_block(b, xp, seed, dtype, cfg.init)
         params.update(bp)
         buffers.update(bb)
         geom = head_geometry(b, cfg.dim_in_decoder)
@@ -127,10 +128,9 @@ def build_model(cfg, input_shape, num_classes: int, xp=np, dtype=np.float32, *,
         fixed.update(hf)
         groups[b.name] = [k for k in params if k.startswith(p)]
     o = spec.out_name + "."
-    bound_in = spec.out_in
-    params[o + "weight"] = (xp.zeros((C, spec.out_in), dtype=dtype) if rule.zero_out_init else
-                            init_uniform(xp, seed, o + "weight", (C, spec.out_in), bound_in, dtype))
-    params[o + "bias"] = init_uniform(xp, seed, o + "bias", (C,), bound_in, dtype)
+    W_out, b_out = init_layer(xp, seed, o, (C, spec.out_in), dtype, cfg.init)
+    params[o + "weight"] = xp.zeros((C, spec.out_in), dtype=dtype) if rule.zero_out_init else W_out
+    params[o + "bias"] = b_out
     if hasattr(impl, "init_output"):
         fixed.update(impl.init_output(rule, spec, init))
     groups[spec.out_name] = [o + "weight", o + "bias"]

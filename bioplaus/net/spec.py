@@ -38,7 +38,12 @@ VGG_CFG = {
 # use vgg* or mlp with the frc-* rules instead.
 MOSTAFA_FC_HIDDEN = 1000
 
-NETS = ("mlp", "mostafa-fc", *VGG_CFG)
+# LeNet-5 as biotorch benchmarks it (Sanfiz & Akrout 2021): conv 5x5 6 ->
+# max-pool 2 -> conv 5x5 16 -> max-pool 2 -> conv 5x5 120 -> fc 84 -> fc C,
+# ReLU, no batch norm, no padding; it needs 32x32 inputs (``--input-size 32``).
+LENET_INPUT = 32
+
+NETS = ("mlp", "mostafa-fc", "lenet", *VGG_CFG)
 
 
 class NetError(ValueError):
@@ -52,7 +57,8 @@ class BlockSpec:
     ``kind`` is 'conv' or 'linear'; ``n_in``/``n_out`` are channels (conv)
     or features (linear); ``in_hw``/``out_hw`` are the spatial size of the
     block's input and of its encoder output (1 for linear); ``pool`` adds a
-    2x2 max-pool after the dropout; ``flatten_in`` flattens the input first.
+    2x2 max-pool after the dropout; ``flatten_in`` flattens the input first;
+    ``bn``: the block has batch norm (every net but LeNet).
     ``index`` numbers the blocks 0..L-1 (the ``layer`` of random streams).
     """
 
@@ -68,6 +74,7 @@ class BlockSpec:
     pad: int = 1
     pool: bool = False
     flatten_in: bool = False
+    bn: bool = True
 
     @property
     def encoder_shape(self) -> tuple:
@@ -117,7 +124,7 @@ class NetSpec:
             c = 1
             for s in b.encoder_shape:
                 c *= s
-            total += c + b.n_out + 2 * b.n_out  # weight, bias, bn weight/bias
+            total += c + b.n_out + (2 * b.n_out if b.bn else 0)  # weight, bias, bn weight/bias
         return total + self.out_in * self.num_classes + self.num_classes
 
 
@@ -153,6 +160,8 @@ def build_net(name: str, input_shape, num_classes: int, *, num_layers: int | Non
             raise NetError(f"--num-hidden must be >= 1, got {num_hidden}")
         blocks, d = _fc_blocks("", c * h * w, [num_hidden] * nl, 0, True)
         return NetSpec(name, tuple(blocks), "layer_out", d, num_classes, (c, h, w))
+    if name == "lenet":
+        return _lenet(c, h, num_classes)
     if name not in VGG_CFG:
         raise NetError(f"unknown net {name!r}; known nets: {', '.join(NETS)}")
     if feat_mult <= 0:
@@ -192,3 +201,21 @@ def build_net(name: str, input_shape, num_classes: int, *, num_layers: int | Non
     else:
         out_name = "classifier"
     return NetSpec(name, tuple(blocks), out_name, d, num_classes, (c, h, w))
+
+
+def _lenet(c: int, h: int, num_classes: int) -> NetSpec:
+    """LeNet-5 (see :data:`LENET_INPUT`): blocks ``conv1``..``conv3``, ``fc1``, output ``fc2``."""
+    if h != LENET_INPUT:
+        raise NetError(f"lenet needs {LENET_INPUT}x{LENET_INPUT} inputs, got {h}x{h}; "
+                       f"pass --input-size {LENET_INPUT} (with --input-fit resize or pad)")
+    blocks = []
+    size, ch = h, c
+    for j, (width, pool) in enumerate(((6, True), (16, True), (120, False))):
+        out = size - 4
+        blocks.append(BlockSpec(name=f"conv{j + 1}", index=j, kind="conv", n_in=ch, n_out=width,
+                                in_hw=size, out_hw=out, kernel=5, stride=1, pad=0, pool=pool,
+                                bn=False))
+        size, ch = (out // 2 if pool else out), width
+    blocks.append(BlockSpec(name="fc1", index=3, kind="linear", n_in=ch * size * size, n_out=84,
+                            flatten_in=True, bn=False))
+    return NetSpec("lenet", tuple(blocks), "fc2", 84, num_classes, (c, h, h))

@@ -31,7 +31,8 @@ def init_heads(rule, block, geom, init) -> tuple[dict, dict]:
         params.update(init_sim_head(block, init))
     if rule.feedback == "B":
         fixed[f"{block.name}.encoder.weight_fa"] = feedback.fa_matrix(
-            init.xp, init.seed, block.index, block.encoder_shape, dtype=init.dtype)
+            init.xp, init.seed, block.index, block.encoder_shape, dtype=init.dtype,
+            scheme=init.scheme)
     return params, fixed
 
 
@@ -40,14 +41,27 @@ def init_output(rule, spec, init) -> dict:
     if rule.feedback != "B":
         return {}
     return {spec.out_name + ".weight_fa": feedback.fa_matrix(
-        init.xp, init.seed, len(spec.blocks), (init.num_classes, spec.out_in), dtype=init.dtype)}
+        init.xp, init.seed, len(spec.blocks), (init.num_classes, spec.out_in), dtype=init.dtype,
+        scheme=init.scheme)}
 
 
-def global_updates(model, x, y, Y, masks, *, training=True):
+def fa_feedback(model, layer, index, W):
+    """The matrix that carries the error across layer ``layer`` (``'<block>.encoder'``
+    or the output layer's name; ``index`` its stream index, ``W`` its weight): fa's
+    fixed ``B``, or None for ``W`` itself (backprop, glob+sim)."""
+    if model.rule.feedback == "B":
+        return model.fixed[layer + ".weight_fa"]
+    return None
+
+
+def global_updates(model, x, y, Y, masks, *, training=True, step=0, feedback=fa_feedback):
     r"""Gradients of every parameter for one batch under a global rule.
 
     Returns ``(grads, logits, stats)``; ``stats`` holds the global loss and,
-    for glob+sim, each block's sim loss.
+    for glob+sim, each block's sim loss. ``feedback(model, layer, index, W)``
+    gives the matrix that carries the error across each weight layer
+    (:func:`fa_feedback`; the sign-concordant rules pass their own,
+    :mod:`bioplaus.rules.signsym`); ``step`` is the training step (unused here).
 
     Notes
     -----
@@ -58,7 +72,6 @@ def global_updates(model, x, y, Y, masks, *, training=True):
     """
     rule, k = model.rule, model.k
     spec = model.spec
-    fa = rule.feedback == "B"
     caches, hs = [], []
     a = x
     for i, b in enumerate(spec.blocks):
@@ -69,7 +82,8 @@ def global_updates(model, x, y, Y, masks, *, training=True):
     logits, lin = output_layer(model, a)
     L, dlogits = k.softmax_cross_entropy(logits, y)
     stats = {"loss_global": losses.value(L), "blocks": []}
-    df, dW, db = k.linear_backward(dlogits, lin, B=model.fixed[o + "weight_fa"] if fa else None)
+    B = feedback(model, spec.out_name, len(spec.blocks), model.params[o + "weight"])
+    df, dW, db = k.linear_backward(dlogits, lin, B=B)
     grads = {o + "weight": dW, o + "bias": db}
     d = df.reshape(a.shape)
     sim_stats = [0.0] * len(spec.blocks)
@@ -83,7 +97,7 @@ def global_updates(model, x, y, Y, masks, *, training=True):
             grads.update({p + k: v for k, v in g.items()})
             dh = dh + dh_s
             sim_stats[i] = Ls
-        B = model.fixed[p + "encoder.weight_fa"] if fa else None
+        B = feedback(model, p + "encoder", i, model.params[p + "encoder.weight"]) if i > 0 else None
         d, g = block_backward_from_h(b, dh, caches[i], model.nonlin, k=k, B=B, need_dx=i > 0)
         grads.update(g)
     stats["blocks"] = [{"loss_sim": s} for s in sim_stats]

@@ -37,7 +37,8 @@ class RuleInfo:
     (one error sent down the whole net) or 'frc' (Mostafa et al.'s fixed
     random classifiers). ``pred``/``sim``/``bio`` say which local losses a
     local rule uses; ``feedback`` names the matrix that carries errors
-    backwards (``W``, ``B``, ``K``). ``zero_out_init``: the output layer's
+    backwards (``W``, ``B``, ``K``; the sign-concordant rules' ``sign-uniform``,
+    ``sign-batch``, ``sign-fixed``; the direct rules' ``direct-error``, ``direct-target``). ``zero_out_init``: the output layer's
     weight starts at zero (the reference does so for every non-backprop run).
     ``uses_beta``: the losses are weighted by ``--beta`` (:meth:`weights`).
     ``functions`` are the functions the rule's page cites. ``module``: the
@@ -79,6 +80,11 @@ _SIM_FNS = ("bioplaus.rules.local.sim_loss_learned",)
 _PREDBIO_FNS = ("bioplaus.rules.local.pred_bio_loss",)
 _SIMBIO_FNS = ("bioplaus.rules.local.sim_bio_loss",)
 _COMMON = ("bioplaus.similarity.similarity_matrix_forward", "bioplaus.losses.sim_loss")
+
+_SIGN_FNS = ("bioplaus.rules.signsym.sign_updates", "bioplaus.rules.signsym.magnitude",
+             "bioplaus.feedback.sign_concordant", "bioplaus.rules.global_.global_updates")
+_DIRECT_FNS = ("bioplaus.rules.direct.global_updates", "bioplaus.feedback.direct_matrix",
+               "bioplaus.net.block.block_backward_from_h")
 
 _LIST = [
     RuleInfo("backprop", "global",
@@ -135,6 +141,28 @@ _LIST = [
              "Mostafa, Ramesh & Cauwenberghs 2018, Sec. 4 (trainable local classifiers)",
              frc="trainable",
              functions=("bioplaus.rules.frc.frc_block_update", "bioplaus.feedback.frc_classifier")),
+    RuleInfo("usf", "global",
+             r"delta_l = (B_{l+1} delta_{l+1}) * f'(a_l), B = s sign(W), s the init's std",
+             "uniform sign-concordant feedback (Liao, Leibo & Poggio 2016; Xiao et al. 2018)",
+             feedback="sign-uniform", zero_out_init=False, module="bioplaus.rules.signsym",
+             functions=_SIGN_FNS + ("bioplaus.feedback.usf_scale",)),
+    RuleInfo("brsf", "global",
+             r"B_t = |R_t| * sign(W), R_t redrawn every batch from (seed, layer, step)",
+             "batchwise random magnitude sign-concordant feedback (Xiao et al. 2018)",
+             feedback="sign-batch", zero_out_init=False, module="bioplaus.rules.signsym",
+             functions=_SIGN_FNS + ("bioplaus.feedback.brsf_magnitude",)),
+    RuleInfo("frsf", "global", r"B = |B_0| * sign(W), |B_0| fixed random",
+             "fixed random magnitude sign-concordant feedback (Xiao et al. 2018)",
+             feedback="sign-fixed", zero_out_init=False, module="bioplaus.rules.signsym",
+             functions=_SIGN_FNS + ("bioplaus.feedback.frsf_magnitude",)),
+    RuleInfo("dfa", "global", r"delta_l = (e B_l) * f'(a_l): the output error sent to every layer directly",
+             "direct feedback alignment (Nøkland 2016)",
+             feedback="direct-error", zero_out_init=False, module="bioplaus.rules.direct",
+             functions=_DIRECT_FNS),
+    RuleInfo("drtp", "global", r"delta_l = (y* B_l) * f'(a_l): the one-hot target projected to every layer",
+             "direct random target projection (Frenkel, Lefebvre & Bol 2021)",
+             feedback="direct-target", zero_out_init=False, module="bioplaus.rules.direct",
+             functions=_DIRECT_FNS),
 ]
 
 RULES = {r.name: r for r in _LIST}

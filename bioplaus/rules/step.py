@@ -23,7 +23,7 @@ class Update(NamedTuple):
     stats: dict
 
 
-def step_updates(model, x, y, masks, *, training=True):
+def step_updates(model, x, y, masks, *, training=True, step=0):
     """Yield :class:`Update` for every parameter group of one training step.
 
     ``x`` (n, c, h, w) float, ``y`` (n,) int; ``masks`` from
@@ -34,13 +34,15 @@ def step_updates(model, x, y, masks, *, training=True):
     nothing in a step reads back to the host; the caller reads them when it
     reports (:meth:`bioplaus.train.Trainer.read_stats`).
     What the rule computes comes from its module, ``model.rule.impl``
-    (see :mod:`bioplaus.rules`).
+    (see :mod:`bioplaus.rules`); ``step`` (the run's global step) keys the
+    random feedback a rule redraws every batch (brsf).
     """
     impl = model.rule.impl
     xp, k = model.xp, model.k
     Y = losses.one_hot(y, model.spec.num_classes, model.dtype, xp)
     if not impl.BLOCKWISE:
-        grads, logits, stats = impl.global_updates(model, x, y, Y, masks, training=training)
+        grads, logits, stats = impl.global_updates(model, x, y, Y, masks, training=training,
+                                                   step=step)
         correct = (xp.argmax(logits, axis=1) == y).sum()
         for i, b in enumerate(model.spec.blocks):
             p = f"{b.name}."

@@ -31,7 +31,8 @@ TOL = 1e-8
 GRADIENT_RULES = ("backprop", "pred", "sim", "predsim", "sim-bio", "glob+sim", "frc-sym",
                   "frc-trainable")
 #: Rules where an error crosses a fixed matrix (B or K) instead of the forward weight.
-FEEDBACK_RULES = ("fa", "pred-bio", "predsim-bio", "frc-sign", "frc-random")
+FEEDBACK_RULES = ("fa", "pred-bio", "predsim-bio", "frc-sign", "frc-random", "usf", "brsf",
+                  "frsf", "dfa", "drtp")
 
 
 def test_every_rule_is_checked_here():
@@ -63,7 +64,7 @@ def test_rule_equals_torch(rule, net, xp):
 
 @pytest.mark.parametrize("net", ["mlp", "vgg"])
 @pytest.mark.parametrize("rule", ["backprop", "fa", "predsim", "predsim-bio", "glob+sim",
-                                  "frc-sign"])
+                                  "frc-sign", "brsf", "dfa"])
 def test_rule_equals_torch_with_dropout_masks(rule, net):
     """The same dropout masks on both sides: the local losses read h before
     dropout, the next block (and frc's classifier) the dropped-out output,
@@ -137,4 +138,7 @@ def test_oracle_at_initialisation_equals_torch(rule):
     # batch-norm gradients are exactly zero on both sides.
     assert_grads_close(res["grads"], expected, TOL, who=rule, allow_zero=True)
     assert set(res["params"]) == set(model.params)
-    assert set(res["fixed"]) == set(model.fixed)
+    extra = set(res["fixed"]) - set(model.fixed)  # the sign rules' feedback of this step
+    assert set(model.fixed) <= set(res["fixed"])
+    assert all(k.endswith(".weight_fb") for k in extra)
+    assert bool(extra) == (rule in ("usf", "brsf", "frsf"))

@@ -110,6 +110,22 @@ class Conv2dFA(torch.autograd.Function):
         return dx, dW, None, db, None, None
 
 
+class DirectHook(torch.autograd.Function):
+    """Identity forward; backward replaces the error arriving from above by
+    ``s @ B`` (dfa: ``s`` the output error, drtp: the one-hot target), reshaped."""
+
+    @staticmethod
+    def forward(ctx, h, s, B):
+        ctx.save_for_backward(s, B)
+        ctx.shape = h.shape
+        return h.clone()
+
+    @staticmethod
+    def backward(ctx, dh):
+        s, B = ctx.saved_tensors
+        return (s @ B).reshape(ctx.shape), None, None
+
+
 def linear(x, W, b=None, B=None):
     return F.linear(x, W, b) if B is None else LinearFA.apply(x, W, B, b)
 
@@ -142,10 +158,12 @@ class TorchRule:
         self.fixed = {k: as_tensor(v) for k, v in model.fixed.items()}
         self.exact = exact
         self.beta = float(cfg.beta)
+        self.seed = int(model.seed)
 
     # -- the forward net ---------------------------------------------------------------
-    def block(self, b, x, mask, B=None):
-        """Returns ``(h, out)``: the activation before dropout and the block's output."""
+    def block(self, b, x, mask, B=None, hook=None):
+        """Returns ``(h, out)``: the activation before dropout and the block's output;
+        ``hook`` is applied to the dropped-out activation before the pool."""
         p = b.name + "."
         if b.flatten_in:
             x = x.reshape(x.shape[0], -1)
@@ -154,11 +172,14 @@ class TorchRule:
             a = conv2d(x, W, bias, b.stride, b.pad, B)
         else:
             a = linear(x, W, bias, B)
-        z = F.batch_norm(a, self.buf[p + "bn.running_mean"], self.buf[p + "bn.running_var"],
-                         self.P[p + "bn.weight"], self.P[p + "bn.bias"], training=True,
-                         momentum=self.cfg.bn_momentum, eps=self.cfg.bn_eps)
+        z = a if not b.bn else F.batch_norm(
+            a, self.buf[p + "bn.running_mean"], self.buf[p + "bn.running_var"],
+            self.P[p + "bn.weight"], self.P[p + "bn.bias"], training=True,
+            momentum=self.cfg.bn_momentum, eps=self.cfg.bn_eps)
         h = F.relu(z) if self.cfg.nonlin == "relu" else F.leaky_relu(z, 0.01)
         hd = h if mask is None else h * as_tensor(mask)
+        if hook is not None:
+            hd = hook(hd)
         out = F.max_pool2d(hd, 2, 2) if b.pool else hd
         return h, out
 
@@ -249,16 +270,63 @@ class TorchRule:
         out_grads.update(self._grad(L, o))
         return out_grads
 
+    def feedback(self, layer, index):
+        """The matrix carrying the error across weight layer ``layer`` (None: its W).
+
+        fa: its fixed B; the sign-concordant rules: ``|M| * sign(W)`` with M
+        uSF's s (the standard deviation of U(+-1/sqrt(fan_in)), from torch's
+        fan-in, or of xavier-uniform), frSF's fixed ``|B_0|`` or brSF's step-0
+        ``|R_0|`` (the model's random draw, read through bioplaus.feedback)."""
+        kind = self.rule.feedback
+        if self.exact or kind in ("W",):
+            return None
+        if kind == "B":
+            return self.fixed[layer + ".weight_fa"]
+        W = self.P[layer + ".weight"].detach()
+        fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(W)
+        if kind == "sign-uniform":
+            mag = (math.sqrt(2.0 / (fan_in + fan_out)) if self.cfg.init == "xavier-uniform"
+                   else 1.0 / math.sqrt(3.0 * fan_in))
+        elif kind == "sign-fixed":
+            mag = self.fixed[layer + ".weight_mag"]
+        elif kind == "sign-batch":
+            from bioplaus.feedback import brsf_magnitude
+            mag = as_tensor(brsf_magnitude(np, self.seed, index, 0, tuple(W.shape), np.float64,
+                                           self.cfg.init))
+        else:
+            raise ValueError(kind)
+        return torch.sign(W) * mag
+
+    def _direct(self, x, y, Y, masks):
+        """dfa/drtp: every block's error is ``s @ B_l`` at its dropped-out output."""
+        o = self.spec.out_name + "."
+        saved = {k: v.clone() for k, v in self.buf.items()}
+        with torch.no_grad():  # the output error e = (softmax(z) - Y) / n of this batch
+            a = x
+            for i, b in enumerate(self.spec.blocks):
+                _, a = self.block(b, a, masks[i])
+            z = F.linear(a.reshape(a.shape[0], -1), self.P[o + "weight"], self.P[o + "bias"])
+            e = (torch.softmax(z, 1) - Y) / x.shape[0]
+        self.buf = saved  # the running statistics are updated once, by the pass below
+        s = e if self.rule.feedback == "direct-error" else Y
+        a = x
+        for i, b in enumerate(self.spec.blocks):
+            B = self.fixed[b.name + ".direct.weight_fa"]
+            _, a = self.block(b, a, masks[i], hook=lambda t, B=B: DirectHook.apply(t, s, B))
+        logits = F.linear(a.reshape(a.shape[0], -1), self.P[o + "weight"], self.P[o + "bias"])
+        return self._grad(F.cross_entropy(logits, y), "")
+
     def _global(self, x, y, Y, masks):
-        fa = self.rule.feedback == "B" and not self.exact
+        if self.rule.feedback.startswith("direct"):
+            return self._direct(x, y, Y, masks)
         a, L = x, 0.0
         for i, b in enumerate(self.spec.blocks):
-            B = self.fixed[b.name + ".encoder.weight_fa"] if fa else None
+            B = self.feedback(b.name + ".encoder", i) if i > 0 else None
             h, a = self.block(b, a, masks[i], B)
             if self.rule.sim:
                 L = L + self.sim_learned(b, h, Y)
         o = self.spec.out_name + "."
-        B = self.fixed[o + "weight_fa"] if fa else None
+        B = self.feedback(self.spec.out_name, len(self.spec.blocks))
         logits = linear(a.reshape(a.shape[0], -1), self.P[o + "weight"], self.P[o + "bias"], B)
         L = L + F.cross_entropy(logits, y)
         return self._grad(L, "")
