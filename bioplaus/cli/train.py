@@ -111,8 +111,18 @@ def _errors():
 @click.option("--log-alignment", type=click.IntRange(min=0), default=0, metavar="N",
               help="Every N steps, record each layer's angle to the backprop gradient "
                    "into log.h5 (see `bioplaus align`, docs/alignment.md). [0: off]")
+@click.option("--pipeline", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Split the net's blocks into N stages, each a Ray actor on its own cores "
+                   "(or GPU with --device gpu), trained batch after batch in a pipeline; local "
+                   "and frc-* rules only; the same results as without (docs/pipeline.md).")
+@click.option("--address", default=None, metavar="ADDR",
+              help="With --pipeline: the Ray cluster to run the stages on (`ray start --head` "
+                   "prints it). [a local Ray on this machine]")
+@click.option("--stage-cpus", type=float, default=None, metavar="C",
+              help="With --pipeline: CPUs (and BLAS threads) per stage. [the CPUs shared out]")
 @_add_options
-def train(recipe, out_dir, resume, overwrite, no_progress, checkpoint_every, log_alignment, **opts):
+def train(recipe, out_dir, resume, overwrite, no_progress, checkpoint_every, log_alignment,
+          pipeline, address, stage_cpus, **opts):
     """Train a net with a learning rule.
 
     Example: bioplaus train --rule pred-bio --net vgg8b --dataset fashion-mnist
@@ -120,8 +130,11 @@ def train(recipe, out_dir, resume, overwrite, no_progress, checkpoint_every, log
     from bioplaus.cli.resume import explicit_options, guard_new_run, resume_config
     from bioplaus.progress import hms
     from bioplaus.rules.registry import RULES
+    from bioplaus.pipeline import PipelineError
     from bioplaus.train import Interrupted, Trainer, TrainingDiverged
 
+    if (address or stage_cpus is not None) and not pipeline:
+        raise click.UsageError("--address and --stage-cpus apply only with --pipeline N")
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out, --overwrite replaces it: "
                                "give one of them")
@@ -138,10 +151,13 @@ def train(recipe, out_dir, resume, overwrite, no_progress, checkpoint_every, log
             raise ConfigError(f"unknown rule {cfg.rule!r}; known rules: {', '.join(RULES)}")
         if not resume:
             guard_new_run(out_dir, overwrite)
-        trainer = Trainer(cfg, out_dir, resume=resume, log=click.echo, progress=not no_progress,
-                          checkpoint_every_s=checkpoint_every,
-                          command=" ".join(["bioplaus", *sys.argv[1:]]),
-                          log_alignment=log_alignment)
+        kw = dict(resume=resume, log=click.echo, progress=not no_progress,
+                  checkpoint_every_s=checkpoint_every,
+                  command=" ".join(["bioplaus", *sys.argv[1:]]), log_alignment=log_alignment)
+        if pipeline:
+            trainer = _pipeline_trainer(cfg, out_dir, pipeline, address, stage_cpus, kw)
+        else:
+            trainer = Trainer(cfg, out_dir, **kw)
         click.echo(f"bioplaus train: {cfg.rule} on {cfg.net} ({trainer.model.param_count():,} "
                    f"trained parameters incl. local heads), {cfg.dataset}, device {cfg.device}, "
                    f"{trainer.model.k.name} kernels, {trainer.precision}, out {out_dir}")
@@ -153,7 +169,7 @@ def train(recipe, out_dir, resume, overwrite, no_progress, checkpoint_every, log
                        + ("" if cfg.test_subset or split == "val" else
                           " (all of it; --test-subset N evaluates a seeded subset of N)"))
         rec = trainer.run()
-    except _errors() as exc:
+    except _errors() + (PipelineError,) as exc:
         raise click.ClickException(str(exc)) from None
     except TrainingDiverged as exc:
         click.echo(f"Error: {exc}", err=True)
@@ -164,6 +180,24 @@ def train(recipe, out_dir, resume, overwrite, no_progress, checkpoint_every, log
     if rec:
         click.echo(f"final {rec['eval_split']} error: {rec['test_error']:.2f}% "
                    f"(epoch {rec['epoch']}, {rec['steps']} steps, wall {hms(rec['wall_s'])})")
+
+
+def _pipeline_trainer(cfg, out_dir, stages, address, stage_cpus, kw):
+    """The --pipeline trainer: checked, Ray started (or joined at ``address``), split printed."""
+    from bioplaus.pipeline.actors import require_ray
+    from bioplaus.pipeline.trainer import PipelineTrainer, check_pipelinable
+    from bioplaus.sweep import start_ray
+
+    check_pipelinable(cfg, kw["log_alignment"])
+    require_ray()
+    trainer = PipelineTrainer(cfg, out_dir, stages=stages, cpus_per_stage=stage_cpus, **kw)
+    try:
+        start_ray(address)
+    except BaseException:
+        trainer._lock.release()
+        raise
+    click.echo(trainer.split_description())
+    return trainer
 
 
 @click.command("eval")

@@ -54,7 +54,19 @@ def step_updates(model, x, y, masks, *, training=True, step=0):
         yield Update(model.spec.out_name, {k: v for k, v in grads.items() if k.startswith(o)},
                      {"loss_global": stats["loss_global"], "correct": correct})
         return
-    a = x
+    a = yield from block_updates(model, x, y, Y, masks, training)
+    yield output_update(model, a, y)
+
+
+def block_updates(model, a, y, Y, masks, training=True):
+    """Yield the :class:`Update` of every hidden block of ``model.spec.blocks``
+    under a blockwise rule, fed ``a``; return the last block's output.
+
+    ``masks[i]`` belongs to ``model.spec.blocks[i]``. A pipeline stage runs
+    this on its own blocks (:mod:`bioplaus.pipeline`): nothing but ``a`` and
+    the labels crosses between blocks.
+    """
+    impl, k = model.rule.impl, model.k
     for i, b in enumerate(model.spec.blocks):
         # a local loss reads h, and the output goes on detached: no error comes
         # back through the pool unless the rule's loss reads the pooled output
@@ -72,11 +84,17 @@ def step_updates(model, x, y, masks, *, training=True, step=0):
         del out
         yield Update(b.name, grads, st)
         del grads
+    return a
+
+
+def output_update(model, a, y) -> Update:
+    """The output layer's :class:`Update` under a blockwise rule, fed the last block's output ``a``."""
+    xp, k = model.xp, model.k
     logits, lin = output_layer(model, a)
     L, dlogits = k.softmax_cross_entropy(logits, y)
     scale = model.weights.out
     _, dW, db = k.linear_backward(scale * dlogits, lin, need_dx=False)
     o = model.spec.out_name + "."
-    yield Update(model.spec.out_name, {o + "weight": dW, o + "bias": db},
-                 {"loss_global": losses.value(L, scale),
-                  "correct": (xp.argmax(logits, axis=1) == y).sum()})
+    return Update(model.spec.out_name, {o + "weight": dW, o + "bias": db},
+                  {"loss_global": losses.value(L, scale),
+                   "correct": (xp.argmax(logits, axis=1) == y).sum()})
