@@ -18,6 +18,10 @@ from bioplaus.pipeline.split import PipelineError
 INSTALL_HINT = "pip install 'bioplaus[cluster]'"
 
 
+class StageDied(PipelineError):
+    """A stage's actor (its process or node) died; the run stops."""
+
+
 def require_ray():
     """The ``ray`` module, or a PipelineError saying how to install it."""
     try:
@@ -93,7 +97,7 @@ class StageActors:
         return reports
 
     def get(self, refs):
-        """``ray.get``; a stage's exception is raised as itself."""
+        """``ray.get``; a stage's exception is raised as itself, a dead actor as :class:`StageDied`."""
         try:
             return self.ray.get(refs)
         except self.ray.exceptions.RayTaskError as exc:
@@ -101,6 +105,9 @@ class StageActors:
             if isinstance(cause, Exception):
                 raise cause from None
             raise
+        except self.ray.exceptions.RayActorError as exc:
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StageDied(f"a pipeline stage's actor died ({why})") from None
 
     def states(self) -> list[dict]:
         """Every stage's arrays, each taken after the steps submitted before this call."""

@@ -57,6 +57,7 @@ class Stage:
         cfg = Config.from_dict(config)
         self.cfg = cfg
         self.xp = xp = backend.get_xp(cfg.device)
+        backend.set_tf32(xp, cfg.tf32)  # as the Trainer sets it
         self.dtype = np.float64 if cfg.dtype == "float64" else np.float32
         full = build_model(cfg, tuple(input_shape), int(num_classes), xp=xp, dtype=self.dtype,
                            reference=cfg.reference)

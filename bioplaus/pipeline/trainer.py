@@ -101,9 +101,14 @@ class PipelineTrainer(Trainer):
         self._inflight = []
 
     def run(self) -> dict:
+        from bioplaus.pipeline.actors import StageDied
+
         self.start_stages()
         try:
             return super().run()
+        except StageDied as exc:
+            raise StageDied(f"{exc} at step {self.step}: the run stopped. {self.kept_checkpoint()}; "
+                            "`--resume` continues from it, with or without --pipeline") from None
         finally:
             self.stop_stages()
 

@@ -93,3 +93,22 @@ def test_cli_pipeline_trains_and_refuses_global_rules(local_ray, tmp_path):
     assert r.exit_code == 1 and "backprop cannot be pipelined" in r.output
     r = CliRunner().invoke(main, [*args[:-2], "--address", "auto", "--out", str(tmp_path / "c")])
     assert r.exit_code == 2 and "only with --pipeline" in r.output
+
+
+def test_a_dead_stage_stops_the_run_and_the_checkpoint_resumes(local_ray, tmp_path, reference):
+    from bioplaus.pipeline.actors import StageDied
+
+    out = tmp_path / "run"
+
+    def kill_after_step_4(tr):
+        if tr.step == 4:
+            tr.save()  # a checkpoint at step 4, then the stage's process dies
+            ray.kill(tr._actors.actors[1])
+
+    tr = PipelineTrainer(CFG, str(out), stages=2, cpus_per_stage=0.5, progress=False, log=quiet,
+                         on_step=kill_after_step_4)
+    with pytest.raises(StageDied, match="actor died.*the run stopped.*step 4.*--resume"):
+        tr.run()
+    assert ck(out)["step"] == 4
+    seq(out, CFG, resume=True)
+    assert_same(ck(out), reference)
