@@ -34,9 +34,10 @@ def check_pipelinable(cfg, log_alignment: int = 0) -> None:
     rule = get_rule(cfg.rule)
     if rule.family == "global":
         raise PipelineError(
-            f"--pipeline: {cfg.rule} cannot be pipelined: it sends one error from the output "
-            "layer back down through every block, so no block can update on a batch before "
-            "every block above it has finished that batch (backward locking). Pipelining needs "
+            f"--pipeline: {cfg.rule} cannot be pipelined: it is a global rule, whose blocks "
+            "update on a batch only after the whole net's forward of that batch (an error from "
+            "the output layer or a signal sent to every block at once), so no block can move "
+            "on to the next batch before the blocks above it (backward locking). Pipelining needs "
             "a rule whose updates stay inside each block: pred, sim, predsim, pred-bio, "
             "sim-bio, predsim-bio or frc-*")
     if cfg.layerwise_epochs:
