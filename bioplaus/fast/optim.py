@@ -9,10 +9,10 @@ The same signature, the same state (created, saved and restored by
   each element of the parameter, its gradient and its moments is read and
   written once, on the host threads, with the reference's operations in the
   reference's order, so the result is the reference's bitwise. On this
-  project's 2-core CPU this took the mlp's Adam updates from about 13 ms to
-  about 8 ms a step (median of 20, the seven 1024-wide matrices of a 3x1024
-  predsim net; the NumPy passes below, in cache-sized blocks on two threads,
-  were the previous fast path).
+  project's 2-core CPU, with other work running, this took the mlp's Adam
+  updates from 13.2 ms to 7.9 ms a step (median of 30, the seven 1024-wide
+  matrices of a 3x1024 predsim net, against the previous fast path: the
+  operators below in cache-sized blocks on two threads).
 * Other arrays (CuPy's) take NumPy/CuPy operators in place (``out=``), with
   at most two temporaries of a parameter's size; Adam's step is rearranged
   there: ``m <- m + (1 - beta1)(g - m)``, and the bias corrections are folded

@@ -46,13 +46,20 @@ def _map_std(xp, z):
 
 def similarity_matrix_forward(x, use_std=True):
     """Fast :func:`bioplaus.similarity.similarity_matrix_forward` (same arguments and results)."""
+    return forward_with(_map_std, x, use_std)
+
+
+def forward_with(map_std, x, use_std=True):
+    """:func:`bioplaus.similarity.similarity_matrix_forward` with the maps' statistics
+    taken by ``map_std(xp, z) -> (std, mean)`` (the host's channel groups here, one
+    CuPy reduction in :mod:`bioplaus.fast.cuda.similarity`)."""
     xp = array_module(x)
     n = x.shape[0]
     if x.ndim not in (2, 4):
         raise ValueError(f"similarity_matrix_forward: x must be 2-D or 4-D, got shape {x.shape}")
     if _use_std(x, use_std):
         z = x.reshape(n, x.shape[1], -1)  # (n, c, h*w)
-        s, z_mean = _map_std(xp, z)  # (n, c) each
+        s, z_mean = map_std(xp, z)  # (n, c) each
         X = s
     else:
         z = s = z_mean = None

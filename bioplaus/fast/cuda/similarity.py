@@ -10,27 +10,20 @@ backward is the fast wing's or the reference's.
 """
 from __future__ import annotations
 
-from bioplaus.backend import array_module
 from bioplaus.fast.cuda import reduction
-from bioplaus.similarity import SimilarityCache, _matrix, _use_std
+from bioplaus.fast.similarity import forward_with
+
+
+def _map_std(xp, z):
+    """Unbiased std and mean of each map ``z[i, k, :]``, both (n, c): one reduction of
+    ``(z - mean)^2`` for the std."""
+    N = z.shape[2]
+    z_mean = z.mean(axis=2)  # (n, c)
+    k = reduction("T z, T mu", "T out", "(z - mu) * (z - mu)", "a + b", "out = a", "0",
+                  "bioplaus_map_sqdev")
+    return xp.sqrt(k(z, z_mean[:, :, None], axis=2) / (N - 1)), z_mean  # (n, c) unbiased std
 
 
 def similarity_matrix_forward(x, use_std=True):
     """CUDA :func:`bioplaus.similarity.similarity_matrix_forward` (same arguments and results)."""
-    xp = array_module(x)
-    n = x.shape[0]
-    if x.ndim not in (2, 4):
-        raise ValueError(f"similarity_matrix_forward: x must be 2-D or 4-D, got shape {x.shape}")
-    if _use_std(x, use_std):
-        z = x.reshape(n, x.shape[1], -1)  # (n, c, h*w): one row per feature map
-        N = z.shape[2]
-        z_mean = z.mean(axis=2)  # (n, c)
-        k = reduction("T z, T mu", "T out", "(z - mu) * (z - mu)", "a + b", "out = a", "0",
-                      "bioplaus_map_sqdev")
-        s = xp.sqrt(k(z, z_mean[:, :, None], axis=2) / (N - 1))  # (n, c) unbiased std
-        X = s
-    else:
-        z = s = z_mean = None
-        X = x.reshape(n, -1)
-    S, Xc, norm, Xn, inside = _matrix(X)
-    return S, SimilarityCache(x.shape, z, s, Xc, norm, Xn, inside, z_mean)
+    return forward_with(_map_std, x, use_std)
