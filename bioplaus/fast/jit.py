@@ -3,25 +3,31 @@
 Adam, AMSGrad, SGD and the ReLU/LeakyReLU pairs make several passes over
 their arrays when written with NumPy operators (Adam makes twelve); on the
 mlp the optimizer's passes alone took a third of a step. Here each is one
-loop over the flattened arrays, compiled by Numba (``parallel=True``: the
-loop is split over :func:`bioplaus.fast.threads.host_threads` threads),
-with its compiled code cached on disk (``cache=True``, in ``__pycache__``
-beside this file, or Numba's user cache where that is read-only), so only
-the first run on a machine compiles.
+loop over the flattened arrays, compiled by Numba, with its compiled code
+cached on disk (``cache=True``, in ``__pycache__`` beside this file, or
+Numba's user cache where that is read-only), so only the first run on a
+machine compiles.
+
+Measured on this project's 2-core CPU (``bioplaus bench steps --nets mlp
+--no-torch``, median of 15; the column ``upd ms``), the loops are compiled as
+``parallel=True`` loops but run on one thread (:func:`call`):
+
+* on two threads, Numba's pool competing with OpenBLAS's and the fast wing's
+  host threads made whole mlp steps about twice as slow (backprop 54 ms
+  against 30, pred-bio 67 against 28), and the updates were no faster;
+* compiled without ``parallel=True`` (plain serial loops) the same updates
+  took 13.3 ms of an mlp backprop step against 3.1 ms.
 
 Each loop performs, per element, the reference's own operations in the
 reference's order and in the arrays' dtype (every constant is passed in
 that dtype, computed as the reference computes it), so the results equal
 the reference's bitwise in float32 and float64, non-finite values included
-(``tests/fast/test_fast_jit.py``). Numba is the fast wing's dependency; the
-reference path never imports it.
+(``tests/fast/test_fast_optim.py``, ``tests/fast/test_fast_act.py``). Numba
+is the fast wing's dependency; the reference path never imports it.
 
 The callers (:mod:`bioplaus.fast.optim`, :mod:`bioplaus.fast.act`) use these
 loops for NumPy arrays whose memory is one dense block (:func:`flat`) and
 keep their NumPy formulation for the rest (CuPy arrays, strided views).
-Call them through :func:`call`, which sets the threads and lets one Python
-thread at a time launch a loop (Numba's default thread pool, ``workqueue``,
-aborts the process on concurrent launches).
 """
 from __future__ import annotations
 
@@ -32,18 +38,16 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from bioplaus.fast import threads
-
 
 _LAUNCH = threading.Lock()
 
 
 def call(kernel, *args) -> None:
-    """Run the compiled loop ``kernel(*args)`` on :func:`~bioplaus.fast.threads.host_threads`
-    threads (at most the pool Numba started with), one launch at a time."""
-    n = max(1, min(threads.host_threads(), numba.config.NUMBA_NUM_THREADS))
+    """Run the compiled loop ``kernel(*args)`` on one thread, one launch at a time
+    (Numba's default thread pool, ``workqueue``, aborts the process on
+    concurrent launches from several Python threads)."""
     with _LAUNCH:
-        numba.set_num_threads(n)
+        numba.set_num_threads(1)
         kernel(*args)
 
 
