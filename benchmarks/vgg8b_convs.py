@@ -11,6 +11,13 @@ backward as a training step runs it, in both libraries:
   tensors (``dW``, ``db``; ``dx`` with ``--dx``), oneDNN's direct
   convolution on this CPU.
 
+With ``--products``, two more columns: the same matrix products alone, as
+bioplaus's fast convolution forms them from its unrolled input (forward
+``W (c_out, c_in*9) @ cols (c_in*9, n*h*w)``, ``dW = cols @ dY^T``, with
+``--dx`` also ``W^T @ dY``), on ready-made random matrices, in NumPy (its
+BLAS) and in ``torch.mm`` (torch's): whether a gap between the libraries'
+convolutions is in bioplaus's code around the products or in the products.
+
 Without ``--dx`` the work is that of a local rule (``pred``, ``pred-bio``:
 every block's input is detached, so no error crosses a convolution); with it,
 that of backprop and feedback alignment (every layer but the first).
@@ -73,6 +80,24 @@ def bioplaus_layer(xs, ws, need_dx, rng):
     return run
 
 
+def products_layer(xs, ws, need_dx, rng, mm, wrap):
+    """The products of one layer's forward and backward on random matrices of the
+    shapes bioplaus's unrolled convolution multiplies (``mm``: a matrix product;
+    ``wrap``: NumPy array -> the library's)."""
+    n, c, h, w = xs
+    W = wrap(rng.standard_normal((ws[0], c * 9), dtype=np.float32))
+    cols = wrap(rng.standard_normal((c * 9, n * h * w), dtype=np.float32))
+    dY = wrap(rng.standard_normal((ws[0], n * h * w), dtype=np.float32))
+
+    def run():
+        mm(W, cols)  # forward
+        mm(cols, dY.T)  # dW
+        if need_dx:
+            mm(W.T, dY)  # the unrolled input's error
+
+    return run
+
+
 def torch_layer(xs, ws, need_dx, rng, torch):
     F = torch.nn.functional
     x = torch.from_numpy(rng.standard_normal(xs, dtype=np.float32)).requires_grad_(need_dx)
@@ -92,6 +117,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--dx", action="store_true",
                     help="also the error at each input but the first (backprop, fa)")
+    ap.add_argument("--products", action="store_true",
+                    help="also the products alone, NumPy against torch.mm")
     ap.add_argument("--repeats", type=int, default=5, help="rounds of turns (5)")
     ap.add_argument("--pause", type=float, default=0.3, help="seconds before each turn (0.3)")
     args = ap.parse_args(argv)
@@ -108,7 +135,10 @@ def main(argv=None):
         need = args.dx and i > 0
         fns[name] = {"bioplaus": bioplaus_layer(xs, ws, need, rng),
                      "torch": torch_layer(xs, ws, need, rng, torch)}
-    samples = {name: {"bioplaus": [], "torch": []} for name in fns}
+        if args.products:
+            fns[name]["numpy products"] = products_layer(xs, ws, need, rng, np.matmul, np.asarray)
+            fns[name]["torch.mm"] = products_layer(xs, ws, need, rng, torch.mm, torch.from_numpy)
+    samples = {name: {lib: [] for lib in pair} for name, pair in fns.items()}
     for name in fns:  # one untimed call each (allocations, oneDNN's primitive cache)
         for fn in fns[name].values():
             fn()
@@ -127,18 +157,28 @@ def main(argv=None):
     print(f"versions: numpy {np.__version__} ({cfg.get('name')} {cfg.get('version')}); torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; "
           f"OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}")
-    print(f"{'layer':<12} {'x':>18} {'bioplaus ms':>12} {'torch ms':>10} {'ratio':>6}")
-    tot = {"bioplaus": 0.0, "torch": 0.0}
+    extra = ["numpy products", "torch.mm"] if args.products else []
+    head = f"{'layer':<12} {'x':>18} {'bioplaus ms':>12} {'torch ms':>10} {'ratio':>6}"
+    if extra:
+        head += f" {'numpy products ms':>18} {'torch.mm ms':>12} {'ratio':>6}"
+    print(head)
+    tot = {lib: 0.0 for lib in ["bioplaus", "torch"] + extra}
+
+    def row(name, xs, med):
+        line = (f"{name:<12} {xs:>18} {1e3 * med['bioplaus']:12.1f} {1e3 * med['torch']:10.1f} "
+                f"{med['bioplaus'] / med['torch']:6.2f}")
+        if extra:
+            line += (f" {1e3 * med['numpy products']:18.1f} {1e3 * med['torch.mm']:12.1f} "
+                     f"{med['numpy products'] / med['torch.mm']:6.2f}")
+        print(line)
+
     for name, xs, _ in shapes:
         med = {lib: statistics.median(v) for lib, v in samples[name].items()}
         for lib in tot:
             tot[lib] += med[lib]
-        print(f"{name:<12} {str(xs):>18} {1e3 * med['bioplaus']:12.1f} {1e3 * med['torch']:10.1f} "
-              f"{med['bioplaus'] / med['torch']:6.2f}")
-    print(f"{'sum':<12} {'':>18} {1e3 * tot['bioplaus']:12.1f} {1e3 * tot['torch']:10.1f} "
-          f"{tot['bioplaus'] / tot['torch']:6.2f}")
-    print(f"GFLOP/s of the products: bioplaus {flop / tot['bioplaus'] / 1e9:.1f}, "
-          f"torch {flop / tot['torch'] / 1e9:.1f}")
+        row(name, str(xs), med)
+    row("sum", "", tot)
+    print(f"GFLOP/s of the products: " + ", ".join(f"{lib} {flop / t / 1e9:.1f}" for lib, t in tot.items()))
 
 
 if __name__ == "__main__":
