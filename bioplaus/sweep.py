@@ -383,7 +383,7 @@ def run_sweep(runs: list[Run], *, cpus_per_run: float = 1, gpus_per_run: float =
     tasks, waits up to ``stop_timeout_s`` for their checkpoints and raises
     :class:`SweepInterrupted`.
     """
-    from bioplaus.train import git_commit
+    from bioplaus.runinfo import git_commit
 
     ray = require_ray()
     write_cells(runs)

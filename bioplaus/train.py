@@ -10,7 +10,7 @@ the uninterrupted run bit for bit on the CPU.
 
 Nothing inside a step reads back to the host: each update's statistics are
 device scalars, kept (unread) until the reporting interval
-(:data:`REPORT_EVERY_S`, :meth:`Trainer.read_stats`), where they are read in
+(:data:`REPORT_EVERY_S`, :meth:`Trainer.read_stats`, in :mod:`bioplaus.guards`), where they are read in
 one transfer and summed, and the guards (non-finite loss, a cross-entropy
 past its bound) check them step by step, naming the first bad step and
 layer. So a diverged run is stopped at the next report, not within its
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
-import subprocess
 import time
 
 import numpy as np
@@ -32,8 +30,10 @@ from bioplaus import checks
 from bioplaus.align import AlignmentLog
 from bioplaus.config import Config, check_seconds, validate
 from bioplaus.evaluate import evaluate
-from bioplaus.io import (CheckpointError, load_log, prev_path, read_checkpoint_header,
+from bioplaus.guards import CHECKPOINT, StatsGuards, TrainingDiverged
+from bioplaus.io import (CheckpointError, load_log, prev_path,
                          save_checkpoint, save_log)
+from bioplaus.runinfo import git_commit, machine_description
 from bioplaus.runlock import RunLock
 from bioplaus.signals import describe, stop_on_signals
 from bioplaus.data.train_data import TrainData
@@ -44,7 +44,6 @@ from bioplaus.progress import Bar, RunClock, hms, wrap
 from bioplaus.rules.registry import get_rule
 from bioplaus.rules.step import step_updates
 
-CHECKPOINT = "checkpoint.h5"
 # The first checkpoint of a fresh run comes after this many seconds (or
 # --checkpoint-every if shorter), so a run stopped early loses little.
 EARLY_CHECKPOINT_S = 60.0
@@ -57,36 +56,8 @@ TEXT_LOG = "train.log"
 REPORT_EVERY_S = 1.0
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the message names the layer and step."""
-
-
 class Interrupted(RuntimeError):
     """Ctrl-C: a checkpoint was written and the run can be resumed."""
-
-
-def machine_description(xp) -> str:
-    if xp is np:
-        return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    dev = xp.cuda.Device()
-    props = xp.cuda.runtime.getDeviceProperties(dev.id)
-    return "GPU: " + props["name"].decode()
-
-
-def git_commit() -> str:
-    """The source tree's commit (``$BIOPLAUS_COMMIT`` where the tree has no git)."""
-    if os.environ.get("BIOPLAUS_COMMIT"):
-        return os.environ["BIOPLAUS_COMMIT"]
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5)
-        commit = out.stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=here,
-                               capture_output=True, timeout=5).returncode
-        return commit + ("+uncommitted-changes" if dirty == 1 else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _optim_config(cfg: Config) -> optim.OptimConfig:
@@ -113,7 +84,7 @@ def check_rule_options(cfg: Config) -> None:
         raise ConfigError(f"--target-proj-size applies only to the -bio rules, not to {cfg.rule}")
 
 
-class Trainer:
+class Trainer(StatsGuards):
     """Holds a run's model, optimizers, data and position; :meth:`run` trains."""
 
     def __init__(self, cfg: Config, out_dir: str, *, resume: bool = False, log=print,
@@ -245,102 +216,6 @@ class Trainer:
     def partial(self, value: dict) -> None:
         self._partial = value
         self._pending = []
-
-    def read_stats(self) -> None:
-        """The reporting interval: read every unread step's statistics in one
-        transfer, check them step by step (:meth:`_guard`) and add them to the
-        epoch's running sums, as ``float(v) * n`` (``* 1`` for correct counts)."""
-        pending, self._pending = self._pending, []
-        self._last_read = time.time()
-        if not pending:
-            return
-        on_device = [v for *_, rows in pending for _, st in rows for v in st.values()
-                     if v is not None and type(v) not in (int, float)]
-        values = iter([])
-        if on_device:
-            # one stack (float64 losses and integer counts promote to float64), one transfer
-            stacked = self.xp.stack(on_device).astype(np.float64, copy=False)
-            values = iter(backend.to_numpy(stacked).tolist())
-        part = self._partial
-        for step, epoch, batch, n, rows in pending:
-            for group, st in rows:
-                st = {k: (v if v is None or type(v) in (int, float) else next(values))
-                      for k, v in st.items()}
-                self._guard(group, st, (step, epoch, batch))
-                acc = part.setdefault(group, {})
-                for k, v in st.items():
-                    if v is not None:
-                        acc[k] = acc.get(k, 0.0) + float(v) * (1 if k == "correct" else n)
-            part["_n"] = part.get("_n", 0) + n
-
-    def _guard(self, group: str, st: dict, at: tuple) -> None:
-        """A non-finite loss, or the output's cross-entropy past :meth:`loss_bound`, stops the run."""
-        step, epoch, batch = at
-        for key in ("loss", "loss_global"):
-            v = st.get(key)
-            if v is not None and not math.isfinite(v):
-                raise TrainingDiverged(
-                    f"non-finite {key} ({v}) in layer {group} at step {step} "
-                    f"(epoch {epoch}, batch {batch}); {self._cause(group, step)}. "
-                    f"{self.kept_checkpoint()}")
-        v = st.get("loss_global")
-        if v is not None and self._ce_scale > 0:
-            ce, bound = v / self._ce_scale, self.loss_bound()
-            if ce > bound:
-                raise TrainingDiverged(
-                    f"the output layer's cross-entropy {ce:.4g} at step {step} (epoch "
-                    f"{epoch}, batch {batch}) exceeds {bound:.4g} "
-                    f"({self._bound_text}): the run diverged — lower --lr. "
-                    f"{self.kept_checkpoint()}")
-
-    def _check_params(self) -> list:
-        """Names of the parameters holding non-finite values (a host read: at a run's
-        start and at checkpoints only); remembered for :meth:`_cause`."""
-        bad = [k for k, v in self.model.params.items() if not bool(self.xp.isfinite(v).all())]
-        groups = {g for g in self.model.groups if any(k in bad for k in self.model.group_params(g))}
-        self._params_checked = (self.step, groups)
-        return bad
-
-    def loss_bound(self) -> float:
-        """Above this cross-entropy of the output layer a run has diverged: 10 x
-        the larger of log(C) (chance) and the first epoch's mean training value."""
-        if self._loss_bound is None or (self.history and not self._bound_from_history):
-            chance = math.log(self.data.num_classes)
-            first = self.history[0].get("train_loss_global") if self.history else None
-            first = first / self._ce_scale if first is not None and self._ce_scale > 0 else None
-            if first is not None and math.isfinite(first) and first > chance:
-                self._loss_bound, self._bound_text = 10 * first, "10 x the first epoch's mean"
-            else:
-                self._loss_bound, self._bound_text = 10 * chance, "10 x log(classes)"
-            self._bound_from_history = bool(self.history)
-        return self._loss_bound
-
-    def _cause(self, group: str, step: int) -> str:
-        """Why ``group``'s loss at ``step`` may be non-finite. The parameters are
-        looked at only at a run's start and at checkpoints (a host read), so
-        'already before this step' is said where that look found them so."""
-        checked_at, bad_groups = self._params_checked
-        bad = [k for k, v in self.model.group_params(group).items()
-               if not bool(self.xp.isfinite(v).all())]
-        if bad and group in bad_groups and checked_at <= step:
-            return f"parameter {bad[0]} already held non-finite values before this step"
-        if bad:
-            return (f"parameter {bad[0]} holds non-finite values now (finite at step "
-                    f"{checked_at}); lower --lr or check the data")
-        return "lower --lr or check the data"
-
-    def kept_checkpoint(self) -> str:
-        """What checkpoint exists in the run directory, said as it is."""
-        path = os.path.join(self.out_dir, CHECKPOINT)
-        try:
-            h = read_checkpoint_header(path)
-        except CheckpointError:
-            if os.path.lexists(prev_path(path)):
-                return (f"The newest checkpoint cannot be read; {prev_path(path)} is left as it "
-                        "was")
-            return f"No checkpoint was written in {self.out_dir} (the run stopped before its first)"
-        return (f"The last checkpoint, at step {h['step']} (epoch {h['epoch']}, batch "
-                f"{h['batch']}), is kept in {path}, as it was")
 
     def active_groups(self):
         """Groups trained in this epoch under layer-wise training (None: all).

@@ -124,7 +124,7 @@ def run_profile(net: str, rule: str, *, batch: int = 128, steps: int = 2, device
                 dropout: float = 0.0, top: int = 25, out=print) -> dict:
     """Print where one (net, rule) training step spends its time."""
     from bioplaus.bench import steps as st
-    from bioplaus.train import machine_description
+    from bioplaus.runinfo import machine_description
 
     xp = backend.get_xp(device)
     cfg = st.bench_config(net, rule, batch=batch, num_hidden=num_hidden, feat_mult=feat_mult,

@@ -331,7 +331,7 @@ def run_steps_bench(nets=("mlp", "vgg8b"), rules=("predsim", "pred-bio", "backpr
     out(f"bioplaus step benchmark: device {device} ({lib}), {precision}, batch {batch}, "
         f"inputs {'x'.join(map(str, input_shape))}, {num_classes} classes, dropout {dropout}, "
         f"Adam; median of {repeats} steps after 1 warm-up")
-    from bioplaus.train import machine_description
+    from bioplaus.runinfo import machine_description
 
     out(f"machine: {machine_description(xp)}; {machine_line()}")
     if device == "cpu":

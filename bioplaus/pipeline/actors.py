@@ -65,7 +65,7 @@ class StageActors:
                  cpus_per_stage: float | None = None):
         from bioplaus.pipeline.stage import Stage
         from bioplaus.sweep import BLAS_ENV
-        from bioplaus.train import git_commit
+        from bioplaus.runinfo import git_commit
 
         ray = self.ray = require_ray()
         if not ray.is_initialized():
