@@ -19,7 +19,9 @@ the trainer answers by writing a checkpoint and stopping.
 
 Each cell directory holds ``cell.json`` (the recipe, the overrides, the
 paper's number), which :func:`aggregate` reads to give the mean, standard
-deviation and count of the final test error over seeds.
+deviation and count of the final test error over seeds
+(:mod:`bioplaus.sweep_results`). The task's side, :func:`train_run` and
+:func:`run_state`, is :mod:`bioplaus.sweep_task`.
 
 Ray is optional (``pip install 'bioplaus[cluster]'``): this module imports
 it only inside the functions that need it.
@@ -27,22 +29,19 @@ it only inside the functions that need it.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import itertools
 import json
 import logging
-import math
 import os
-import socket
 import time
 import tomllib
 
 from bioplaus.config import Config, ConfigError, validate
 from bioplaus.recipes import load_recipe
+from bioplaus.sweep_task import (CHECKPOINT, PROGRESS, _read_json, _write_json,  # noqa: F401
+                                 run_state, train_run)
 
-PROGRESS = "progress.json"
 CELL = "cell.json"
-CHECKPOINT = "checkpoint.h5"
 INSTALL_HINT = "pip install 'bioplaus[cluster]'"
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BIOPLAUS_NUM_THREADS")
 
@@ -212,123 +211,6 @@ def write_cells(runs: list[Run]) -> None:
         _write_json(path, doc)
 
 
-def _write_json(path: str, doc: dict) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-# ------------------------------------------------------------- run states
-def run_state(run_dir: str, config: dict) -> tuple[str, dict | None]:
-    """``("new" | "unfinished" | "finished" | "damaged", checkpoint header or None)``.
-
-    Finished: the checkpoint is past the last epoch, or at ``max_steps``.
-    Only the checkpoint's header is read (position, config, log); where the
-    newest checkpoint is unusable the previous one is read, as a resume
-    would. Damaged: neither can be read (the run's own resume says why).
-    """
-    from bioplaus.io import (CheckpointError, load_run_checkpoint, prev_path,
-                             read_checkpoint_header)
-
-    path = os.path.join(run_dir, CHECKPOINT)
-    if not (os.path.lexists(path) or os.path.lexists(prev_path(path))):
-        return "new", None
-    try:
-        ck, _ = load_run_checkpoint(path, loader=read_checkpoint_header, log=lambda *a: None)
-    except CheckpointError:
-        return "damaged", None
-    max_steps = int(config.get("max_steps") or 0)
-    if ck["epoch"] > int(config["epochs"]) or (max_steps and ck["step"] >= max_steps):
-        return "finished", ck
-    return "unfinished", ck
-
-
-# ------------------------------------------------------------- the task
-class _Reporter:
-    """Writes the run's ``progress.json`` (atomically, at most once every ``every_s`` seconds)."""
-
-    def __init__(self, run_dir: str, epochs: int, attempt: int, every_s: float = 1.0):
-        self.path = os.path.join(run_dir, PROGRESS)
-        self.base = {"pid": os.getpid(), "node": socket.gethostname(), "attempt": attempt,
-                     "epochs": epochs}
-        self.every_s = every_s
-        self.last = 0.0
-        self.doc = {}
-
-    def write(self, state: str, **kw) -> None:
-        self.doc = {**self.base, **self.doc, **kw, "state": state, "time": time.time()}
-        _write_json(self.path, self.doc)
-        self.last = time.time()
-
-    def from_trainer(self, tr) -> dict:
-        part = tr.partial.get(tr.model.spec.out_name, {})
-        n = tr.partial.get("_n", 0)
-        return {"epoch": tr.epoch, "batch": tr.batch, "batches": tr.data.batches_per_epoch,
-                "step": tr.step,
-                "test_error": tr.history[-1]["test_error"] if tr.history else None,
-                "train_error": 100.0 * (1 - part["correct"] / n) if n and "correct" in part else None}
-
-    def on_step(self, tr) -> None:
-        if time.time() - self.last >= self.every_s:
-            self.write("running", **self.from_trainer(tr))
-
-
-def train_run(config: dict, run_dir: str, command: str = "",
-              checkpoint_every_s: float = 300.0, progress_every_s: float = 1.0) -> dict:
-    """One run of a sweep (the body of its Ray task): train, or resume, into ``run_dir``.
-
-    Returns ``{"state": "finished" | "interrupted" | "diverged" | "locked", ...}``;
-    "locked": another process (another sweep, a ``bioplaus train``) holds the
-    run directory, which is then left untouched. Other errors propagate (Ray
-    reports them as the task's failure).
-    """
-    from bioplaus.runlock import RunLocked
-    from bioplaus.train import Interrupted, Trainer, TrainingDiverged
-
-    cfg = Config.from_dict(config)
-    state, _ = run_state(run_dir, config)
-    if state == "finished":
-        return {"state": "finished", "record": None}
-    prev = _read_json(os.path.join(run_dir, PROGRESS)) or {}
-    rep = _Reporter(run_dir, cfg.epochs, attempt=int(prev.get("attempt", 0)) + 1,
-                    every_s=progress_every_s)
-    tr = None
-    try:
-        # the trainer takes the run directory's lock: nothing is written here before it
-        tr = Trainer(cfg, run_dir, resume=state != "new", log=lambda *a: None, progress=False,
-                     checkpoint_every_s=checkpoint_every_s, on_step=rep.on_step, command=command)
-        rep.write("running", **rep.from_trainer(tr))
-        rec = tr.run()
-    except RunLocked as exc:
-        if tr is not None:
-            raise
-        return {"state": "locked", "record": None, "message": str(exc)}
-    except Interrupted as exc:
-        rep.write("interrupted", message=str(exc), **rep.from_trainer(tr))
-        return {"state": "interrupted", "record": None}
-    except TrainingDiverged as exc:
-        rep.write("diverged", message=str(exc))
-        return {"state": "diverged", "record": None}
-    except KeyboardInterrupt:
-        if tr is not None:
-            rep.write("interrupted", message="KeyboardInterrupt outside a training step: no checkpoint written")
-        raise
-    except Exception as exc:
-        rep.write("failed", message=f"{type(exc).__name__}: {exc}")
-        raise
-    rep.write("finished", record=rec, **rep.from_trainer(tr))
-    return {"state": "finished", "record": rec}
-
-
 # ------------------------------------------------------------- the driver
 def start_ray(address: str | None = None, num_cpus: int | None = None,
               num_gpus: float | None = None):
@@ -473,83 +355,5 @@ def final_rows(runs, infos) -> list[dict]:
     return rows
 
 
-# ------------------------------------------------------------- results over seeds
-def _mean_std(xs):
-    n = len(xs)
-    if not n:
-        return None, None
-    mean = sum(xs) / n
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else None
-    return mean, std
-
-
-def aggregate(sweep_dir: str) -> list[dict]:
-    """One row per cell of a sweep directory: the final test error's mean, sample
-    standard deviation and count over the cell's finished runs, and the paper's number."""
-    rows = []
-    cells = sorted(glob.glob(os.path.join(sweep_dir, "*", CELL)))
-    if not cells:
-        raise SweepError(f"{sweep_dir}: no sweep cells here (no */{CELL}); give the --out "
-                         "directory of a `bioplaus sweep`")
-    for path in cells:
-        doc = _read_json(path)
-        if doc is None:
-            raise SweepError(f"{path}: not a readable cell file")
-        cell_dir = os.path.dirname(path)
-        cfg = doc["config"]
-        seeds = []
-        for run_dir in sorted(glob.glob(os.path.join(cell_dir, "seed*")),
-                              key=lambda p: (len(p), p)):
-            state, ck = run_state(run_dir, cfg)
-            err = None
-            if state == "finished":
-                prog = _read_json(os.path.join(run_dir, PROGRESS)) or {}
-                rec = prog.get("record") if prog.get("state") == "finished" else None
-                if rec is None and ck["history"]:
-                    rec = ck["history"][-1]
-                err = None if rec is None else rec["test_error"]
-            seeds.append({"run_dir": run_dir, "seed": os.path.basename(run_dir)[4:],
-                          "state": state, "test_error": err})
-        errs = [s["test_error"] for s in seeds if s["test_error"] is not None]
-        mean, std = _mean_std(errs)
-        rows.append({"cell": doc["cell"], "recipe": doc["recipe"], "cell_dir": cell_dir,
-                     "dataset": cfg["dataset"], "net": cfg["net"], "rule": cfg["rule"],
-                     "paper": (doc.get("paper") or {}).get("error"), "n": len(errs),
-                     "runs": len(seeds), "mean": mean, "std": std, "seeds": seeds})
-    return rows
-
-
-def render_aggregate(rows, link_base: str | None = None) -> str:
-    """The Markdown table of :func:`aggregate`'s rows; each seed links to its train.log."""
-    out = ["| cell | dataset | net | rule | paper test error % | bioplaus test error % "
-           "(mean ± std) | n | runs |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        paper = "—" if r["paper"] is None else f"{r['paper']:.2f}"
-        if r["mean"] is None:
-            ours = "no finished run"
-        elif r["std"] is None:
-            ours = f"{r['mean']:.2f}"
-        else:
-            ours = f"{r['mean']:.2f} ± {r['std']:.2f}"
-        links = []
-        for s in r["seeds"]:
-            target = os.path.join(s["run_dir"], "train.log")
-            if link_base is not None:
-                target = os.path.relpath(target, link_base)
-            label = f"seed {s['seed']}"
-            label += f": {s['test_error']:.2f}" if s["test_error"] is not None else f" ({s['state']})"
-            links.append(f"[{label}]({target})")
-        n = f"{r['n']}" + (f" of {r['runs']}" if r["runs"] != r["n"] else "")
-        out.append(f"| {r['cell']} | {r['dataset']} | {r['net']} | {r['rule']} | {paper} | "
-                   f"{ours} | {n} | {', '.join(links)} |")
-    return "\n".join(out)
-
-
-def sweep_results_cli(sweep_dirs, click) -> None:
-    """``bioplaus results --sweep DIR...``: print :func:`render_aggregate` for each directory."""
-    for d in sweep_dirs:
-        try:
-            rows = aggregate(d)
-        except SweepError as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(render_aggregate(rows))
+# results over seeds (bioplaus/sweep_results.py, which reads CELL and SweepError from here)
+from bioplaus.sweep_results import aggregate, render_aggregate, sweep_results_cli  # noqa: E402,F401
