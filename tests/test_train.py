@@ -51,8 +51,11 @@ def _params(out_dir):
     return load_checkpoint(os.path.join(out_dir, "checkpoint.h5"))
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted_bitwise(tmp_path):
-    kw = dict(rule="predsim", dropout=0.1)  # dropout masks and augmentation both in play
+@pytest.mark.parametrize("rule", ["predsim", "brsf"])
+def test_interrupted_and_resumed_run_equals_uninterrupted_bitwise(tmp_path, rule):
+    # dropout masks and augmentation both in play; brsf redraws its feedback
+    # magnitudes from (seed, layer, step), so a resume must pass the true step
+    kw = dict(rule=rule, dropout=0.1)
     full, _ = _train(tmp_path, "full", **kw)
     # stop mid-epoch 2 (step 27 of 40), then resume to the end
     cfg = Config(**{**SMALL, **kw, "max_steps": 27})
@@ -73,6 +76,26 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_bitwise(tmp_path):
     strip = [{k: v for k, v in r.items() if k != "wall_s"} for r in a["history"]]
     assert strip == [{k: v for k, v in r.items() if k != "wall_s"} for r in b["history"]]
     assert full.history[-1]["test_error"] == b["history"][-1]["test_error"]
+
+
+def test_brsf_draws_its_feedback_at_every_step_of_the_trainer(tmp_path, monkeypatch):
+    # the trainer hands brsf the global step: one draw per layer and step,
+    # steps 0..39 in order, continuing across the epoch boundary
+    from bioplaus import feedback
+
+    seen = []
+    real = feedback.brsf_magnitude
+
+    def recording(xp, seed, layer, step, *args, **kw):
+        seen.append((layer, step))
+        return real(xp, seed, layer, step, *args, **kw)
+
+    monkeypatch.setattr(feedback, "brsf_magnitude", recording)
+    _train(tmp_path, "brsf", rule="brsf")
+    steps = sorted({s for _, s in seen})
+    assert steps == list(range(40))
+    layers = {layer for layer, _ in seen}
+    assert len(layers) == 2 and all(seen.count((layer, s)) == 1 for layer in layers for s in steps)
 
 
 def test_ctrl_c_writes_a_checkpoint_and_resume_continues_exactly(tmp_path):
