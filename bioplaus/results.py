@@ -33,6 +33,7 @@ def collect(runs_dir: str = "runs") -> list[dict]:
                "net": rec.config["net"], "rule": rec.config["rule"],
                "paper": rec.paper.get("error"), "epochs_total": rec.config.get("epochs"),
                "recipe_epochs": rec.config.get("epochs", 400),
+               "paper_best": rec.paper.get("reports") == "best epoch",
                "ours": None}
         log = os.path.join(run_dir, "log.h5")
         if os.path.exists(log):
@@ -66,8 +67,10 @@ def _seed_runs(run_dir: str, recipe_epochs: int) -> list[dict]:
         if not lg["records"]:
             continue
         last = lg["records"][-1]
+        best = min(lg["records"], key=lambda r: r["test_error"])
         total = lg["meta"].get("config", {}).get("epochs", recipe_epochs)
-        out.append({"seed": os.path.basename(os.path.dirname(log))[4:],
+        out.append({"best_error": best["test_error"], "best_epoch": best["epoch"],
+                    "seed": os.path.basename(os.path.dirname(log))[4:],
                     "log": os.path.join(os.path.dirname(log), "train.log"),
                     "test_error": last["test_error"], "epochs": last["epoch"],
                     "epochs_total": total, "finished": last["epoch"] >= total,
@@ -75,8 +78,9 @@ def _seed_runs(run_dir: str, recipe_epochs: int) -> list[dict]:
     return out
 
 
-def _seeds_cell(seeds: list[dict]) -> tuple[str, str]:
-    """(errors cell, epochs cell) of a row over seeds."""
+def _seeds_cell(seeds: list[dict], best: bool = False) -> tuple[str, str]:
+    """(errors cell, epochs cell) of a row over seeds; with ``best`` (the paper
+    reports its best epoch) each seed's best epoch is given after its final one."""
     done = [s["test_error"] for s in seeds if s["finished"]]
     if not done:
         ours = "no seed finished"
@@ -87,6 +91,7 @@ def _seeds_cell(seeds: list[dict]) -> tuple[str, str]:
     links = ", ".join(
         f"[seed {s['seed']}: {s['test_error']:.2f}"
         + ("" if s["finished"] else f" at epoch {s['epochs']}/{s['epochs_total']}, unfinished")
+        + (f"; best epoch {s['best_error']:.2f} at epoch {s['best_epoch']}" if best else "")
         + f"]({s['log']})" for s in seeds)
     total = max(s["epochs_total"] for s in seeds)
     return f"{ours}; {links}", f"{min(s['epochs'] for s in seeds)}/{total} (seeds)"
@@ -97,8 +102,10 @@ def render_table(rows: list[dict]) -> str:
            "|---|---|---|---|---|---|---|"]
     for r in rows:
         paper = "—" if r["paper"] is None else f"{r['paper']:.2f}"
+        if r["paper"] is not None and r.get("paper_best"):
+            paper += " (best epoch)"
         if r.get("seeds"):
-            ours, ep = _seeds_cell(r["seeds"])
+            ours, ep = _seeds_cell(r["seeds"], best=r.get("paper_best", False))
             mach = r["seeds"][0]["machine"]
         elif r["ours"] is None:
             ours, ep, mach = "not run yet", "", ""

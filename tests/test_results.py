@@ -24,7 +24,7 @@ def test_every_recipe_in_runs_is_valid_and_the_paper_rows_are_complete():
         validate(cfg)
         check_rule_options(cfg)  # and every option applies to the recipe's rule
     with_paper = {(r.config["dataset"], r.config["net"], r.config["rule"]): r.paper["error"]
-                  for r in recs if r.paper}
+                  for r in recs if "error" in r.paper}
     lenet = {k[2]: v for k, v in with_paper.items() if k[1] == "lenet"}
     # biotorch's Fashion-MNIST LeNet benchmarks (issue 21); drtp has no published number
     assert lenet == {"backprop": 9.2, "fa": 13.06, "usf": 9.69, "brsf": 10.02, "frsf": 9.61,
@@ -106,3 +106,24 @@ def test_runs_over_seeds_give_a_row_with_mean_std_and_links(tmp_path):
         assert f"[seed {seed}: {err:.2f}]({runs / 'mlp-pred' / f'seed{seed}' / 'train.log'})" \
             in seeds_line
     assert "| 1/1 (seeds) |" in seeds_line and "| 8.60 |" in seeds_line
+
+
+def test_a_paper_that_reports_its_best_epoch_gets_best_and_final_per_seed(tmp_path):
+    runs = tmp_path / "runs" / "fashion-mnist"
+    runs.mkdir(parents=True)
+    recipe = runs / "mlp-pred.toml"
+    recipe.write_text(
+        "[train]\ndataset = 'fashion-mnist'\nnet = 'mlp'\nrule = 'pred'\nnum_layers = 1\n"
+        "num_hidden = 16\nepochs = 3\ntrain_subset = 300\ntest_subset = 200\n"
+        "[paper]\nerror = 8.6\nsource = 'paper'\nreports = 'best epoch'\n")
+    res = CliRunner().invoke(main, ["train", "--recipe", str(recipe), "--out",
+                                    str(runs / "mlp-pred" / "seed1"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    from bioplaus.io import load_log
+
+    recs = load_log(str(runs / "mlp-pred" / "seed1" / "log.h5"))["records"]
+    best = min(recs, key=lambda r: r["test_error"])
+    line = render_table(collect(str(tmp_path / "runs"))).splitlines()[-1]
+    assert "| 8.60 (best epoch) |" in line
+    assert (f"[seed 1: {recs[-1]['test_error']:.2f}; best epoch {best['test_error']:.2f} at "
+            f"epoch {best['epoch']}]") in line
