@@ -196,7 +196,7 @@ def test_ctrl_c_on_the_driver_stops_every_run_with_a_checkpoint(local_ray, tmp_p
     docs = [json.loads(p.read_text()) for p in progs]
     assert all(d["state"] == "running" and d["attempt"] == 1 for d in docs)  # untouched
     proc.send_signal(signal.SIGINT)
-    text = proc.communicate(timeout=60)[0]
+    text = proc.communicate(timeout=180)[0]  # a loaded machine: Ray stops the tasks slowly
     assert proc.returncode == 130, text
     assert "run the same command again to resume" in text
     for p in progs:
