@@ -7,12 +7,13 @@ The same signature, the same state (created, saved and restored by
 * NumPy parameters (C-contiguous, as :mod:`bioplaus.optim` makes them and
   their state) are updated by the compiled loops of :mod:`bioplaus.fast.jit`:
   each element of the parameter, its gradient and its moments is read and
-  written once, on the host threads, with the reference's operations in the
-  reference's order, so the result is the reference's bitwise. On this
-  project's 2-core CPU, with other work running, this took the mlp's Adam
-  updates from 13.2 ms to 7.9 ms a step (median of 30, the seven 1024-wide
-  matrices of a 3x1024 predsim net, against the previous fast path: the
-  operators below in cache-sized blocks on two threads).
+  written once, on one thread (see :mod:`bioplaus.fast.jit` for why), with the
+  reference's operations in the reference's order, so the result is the
+  reference's bitwise. On this project's 2-core CPU, nothing else running,
+  the optimizer's share of an mlp 3x1024 predsim step (``bench steps``'s
+  ``upd ms``, median of 15) went from 15.3 ms before the reference/fast split
+  (the operators below in cache-sized blocks on two threads) to 6.6 ms
+  (runs/bench/cpu-steps-ab-f1f5251-e2f61f6.txt).
 * Other arrays (CuPy's) take NumPy/CuPy operators in place (``out=``), with
   at most two temporaries of a parameter's size; Adam's step is rearranged
   there: ``m <- m + (1 - beta1)(g - m)``, and the bias corrections are folded
