@@ -81,14 +81,20 @@ def test_results_table_is_generated_from_recorded_runs_and_plots(tmp_path):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_runs_over_seeds_give_a_row_with_mean_std_and_links(tmp_path):
+def _tiny_pred_recipe(tmp_path, epochs, paper=""):
+    """runs/fashion-mnist/mlp-pred.toml under tmp_path: a tiny pred recipe with a paper number."""
     runs = tmp_path / "runs" / "fashion-mnist"
     runs.mkdir(parents=True)
     recipe = runs / "mlp-pred.toml"
     recipe.write_text(
         "[train]\ndataset = 'fashion-mnist'\nnet = 'mlp'\nrule = 'pred'\nnum_layers = 1\n"
-        "num_hidden = 16\nepochs = 1\ntrain_subset = 300\ntest_subset = 200\n"
-        "[paper]\nerror = 8.6\nsource = 'paper'\n")
+        f"num_hidden = 16\nepochs = {epochs}\ntrain_subset = 300\ntest_subset = 200\n"
+        "[paper]\nerror = 8.6\nsource = 'paper'\n" + paper)
+    return runs, recipe
+
+
+def test_runs_over_seeds_give_a_row_with_mean_std_and_links(tmp_path):
+    runs, recipe = _tiny_pred_recipe(tmp_path, epochs=1)
     for seed in (1, 2):  # what `bioplaus sweep RECIPE --seeds 1-2 --out runs/fashion-mnist` writes
         res = CliRunner().invoke(main, ["train", "--recipe", str(recipe), "--seed", str(seed),
                                         "--out", str(runs / "mlp-pred" / f"seed{seed}"),
@@ -109,13 +115,7 @@ def test_runs_over_seeds_give_a_row_with_mean_std_and_links(tmp_path):
 
 
 def test_a_paper_that_reports_its_best_epoch_gets_best_and_final_per_seed(tmp_path):
-    runs = tmp_path / "runs" / "fashion-mnist"
-    runs.mkdir(parents=True)
-    recipe = runs / "mlp-pred.toml"
-    recipe.write_text(
-        "[train]\ndataset = 'fashion-mnist'\nnet = 'mlp'\nrule = 'pred'\nnum_layers = 1\n"
-        "num_hidden = 16\nepochs = 3\ntrain_subset = 300\ntest_subset = 200\n"
-        "[paper]\nerror = 8.6\nsource = 'paper'\nreports = 'best epoch'\n")
+    runs, recipe = _tiny_pred_recipe(tmp_path, epochs=3, paper="reports = 'best epoch'\n")
     res = CliRunner().invoke(main, ["train", "--recipe", str(recipe), "--out",
                                     str(runs / "mlp-pred" / "seed1"), "--no-progress"])
     assert res.exit_code == 0, res.output
