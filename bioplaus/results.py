@@ -48,8 +48,9 @@ def collect(runs_dir: str = "runs") -> list[dict]:
                            wall_s=lg["meta"].get("wall_s"), commit=lg["meta"].get("commit", "?"),
                            epochs_total=lg["meta"].get("config", {}).get("epochs",
                                                                          row["epochs_total"]))
-        rows.append(row)
         seeds = _seed_runs(run_dir, row["recipe_epochs"])
+        if row["ours"] is not None or not seeds:  # a run of its own, or nothing yet
+            rows.append(row)
         if seeds:
             rows.append({**row, "ours": None, "seeds": seeds})
     return rows
