@@ -178,7 +178,10 @@ def test_ctrl_c_on_the_driver_stops_every_run_with_a_checkpoint(local_ray, tmp_p
     cmd = [sys.executable, "-m", "bioplaus", "sweep", recipe, "--seeds", "0-1", "--out", str(out),
            "--address", address, "--checkpoint-every", "1e9", "--set", "epochs=1000",
            "--cpus-per-run", "0.5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a child inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt: in the
+    # full suite the driver ignored the SIGINT below; give it the default, as a terminal would
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     progs = [out / "tiny" / f"seed{k}" / "progress.json" for k in (0, 1)]
     deadline = time.time() + 60
     while time.time() < deadline:
