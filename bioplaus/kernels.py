@@ -34,6 +34,8 @@ TABLE = {
     "relu_backward": ("act", "relu_backward"),
     "leaky_relu_forward": ("act", "leaky_relu_forward"),
     "leaky_relu_backward": ("act", "leaky_relu_backward"),
+    "tanh_forward": ("act", "tanh_forward"),
+    "tanh_backward": ("act", "tanh_backward"),
     "dropout_forward": ("dropout", "dropout_forward"),
     "dropout_backward": ("dropout", "dropout_backward"),
     "maxpool2d_forward": ("pool", "maxpool2d_forward"),
@@ -89,6 +91,8 @@ class Kernels:
     relu_backward: Callable
     leaky_relu_forward: Callable
     leaky_relu_backward: Callable
+    tanh_forward: Callable
+    tanh_backward: Callable
     dropout_forward: Callable
     dropout_backward: Callable
     maxpool2d_forward: Callable
@@ -104,12 +108,14 @@ class Kernels:
     optimizer_step: Callable
 
     def activation(self, name: str):
-        """``(forward, backward)`` of the nonlinearity ``name`` ('relu' or 'leakyrelu')."""
+        """``(forward, backward)`` of the nonlinearity ``name`` ('relu', 'leakyrelu' or 'tanh')."""
         if name == "relu":
             return self.relu_forward, self.relu_backward
         if name == "leakyrelu":
             return self.leaky_relu_forward, self.leaky_relu_backward
-        raise ValueError(f"unknown nonlinearity {name!r}; choose 'relu' or 'leakyrelu'")
+        if name == "tanh":
+            return self.tanh_forward, self.tanh_backward
+        raise ValueError(f"unknown nonlinearity {name!r}; choose 'relu', 'leakyrelu' or 'tanh'")
 
 
 assert [f.name for f in fields(Kernels)][1:] == list(TABLE), "Kernels fields and TABLE differ"

@@ -25,6 +25,7 @@ drawn at Xavier's bound for its shape from bioplaus's DFA stream. The rule
 is swapped in this process only (no file of the package is changed).
 
     python experiments/lenet_dfa_variants.py --variant shared --epochs 5 --out out/dfa-shared
+    python experiments/lenet_dfa_variants.py --variant shared --out out/dfa-shared --resume
 """
 from __future__ import annotations
 
@@ -97,11 +98,16 @@ def main():
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--out", required=True)
     p.add_argument("--recipe", default="runs/fashion-mnist/lenet-dfa.toml")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (same variant)")
     a = p.parse_args()
     direct.init_heads, direct.global_updates = make_rule(a.variant)
     from bioplaus.cli import main as cli
-    cli(["train", "--recipe", a.recipe, "--epochs", str(a.epochs), "--out", a.out,
-         "--overwrite", "--no-progress"], standalone_mode=True)
+    if a.resume:
+        cli(["train", "--out", a.out, "--resume", "--no-progress"], standalone_mode=True)
+    else:
+        cli(["train", "--recipe", a.recipe, "--epochs", str(a.epochs), "--out", a.out,
+             "--overwrite", "--no-progress"], standalone_mode=True)
 
 
 if __name__ == "__main__":

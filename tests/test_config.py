@@ -25,6 +25,7 @@ BAD_RECIPE_VALUES = [
     ("cutout = 1", r"--cutout must be true or false, got 1"),
     ("seed = -1", r"--seed must be >= 0, got -1"),
     ("num_layers = 2.0", r"--num-layers must be an integer"),
+    ('nonlin = "sigmoid"', r"--nonlin must be relu, leakyrelu or tanh, got 'sigmoid'"),
 ]
 
 

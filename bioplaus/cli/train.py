@@ -17,7 +17,7 @@ _OPTS = [
     ("--num-layers", "num_layers", int, "Fully connected blocks (mlp: 3, vgg: 1)."),
     ("--num-hidden", "num_hidden", int, "Units per fully connected block. [1024]"),
     ("--feat-mult", "feat_mult", float, "Multiply conv widths by this. [1]"),
-    ("--nonlin", "nonlin", str, "relu or leakyrelu. [relu]"),
+    ("--nonlin", "nonlin", str, "relu, leakyrelu or tanh. [relu]"),
     ("--init", "init", str, "Weight initialisation: torch (U(+-1/sqrt(fan_in))) or xavier-uniform (biases 0). [torch]"),
     ("--dropout", "dropout", float, "Dropout after each nonlinearity (Dropout2d for conv). [0]"),
     ("--dim-in-decoder", "dim_in_decoder", int, "Max input size of the local decoder (pred, predsim, -bio). [4096]"),

@@ -1,7 +1,8 @@
-"""Pointwise nonlinearities: ReLU and LeakyReLU, and a lookup by name.
+"""Pointwise nonlinearities: ReLU, LeakyReLU and tanh, and a lookup by name.
 
-Both activations keep only the sign pattern of their input in the cache
-(a boolean array, a quarter of a float32 input's memory). The same cache
+ReLU and LeakyReLU keep only the sign pattern of their input in the cache
+(a boolean array, a quarter of a float32 input's memory); tanh keeps its
+output ``y``, since :math:`\\tanh'(a) = 1 - y^2` (:class:`TanhCache`). The same cache
 gives the derivative :math:`f'(a)` as an array (:func:`derivative`), which
 Mostafa et al.'s local rule needs on its own:
 :math:`\\delta_l = (K_l e_l) \\odot f'(a_l)`.
@@ -44,6 +45,18 @@ class ActCache(NamedTuple):
     positive: object
     slope: float
     dtype: object
+
+
+class TanhCache(NamedTuple):
+    """What tanh's backward needs: its output.
+
+    Attributes
+    ----------
+    y : array, shape of the input
+        :math:`\\tanh(a)`; the derivative is :math:`1 - y^2`.
+    """
+
+    y: object
 
 
 def relu_forward(x):
@@ -140,19 +153,69 @@ def leaky_relu_backward(dy, cache):
     return xp.where(cache.positive, dy, dy.dtype.type(cache.slope) * dy)
 
 
+def tanh_forward(x):
+    """Hyperbolic tangent, ``tanh(x)``.
+
+    Parameters
+    ----------
+    x : array, any shape
+        Pre-activation ``a``.
+
+    Returns
+    -------
+    y : array, shape of ``x``
+    cache : TanhCache
+
+    Notes
+    -----
+    .. math:: f(a) = \\tanh(a), \\qquad f'(a) = 1 - \\tanh^2(a)
+
+    The hidden nonlinearity of direct random target projection's own code
+    (Frenkel, Lefebvre & Bol 2021: ``--conv-act tanh --hidden-act tanh`` by
+    default): a unit saturates, so a fixed target's push stops as
+    :math:`f'(a) \\to 0`.
+    """
+    xp = array_module(x)
+    y = xp.tanh(x)
+    return y, TanhCache(y=y)
+
+
+def tanh_backward(dy, cache):
+    """Gradient of :func:`tanh_forward`: ``dy * (1 - y^2)``.
+
+    Parameters
+    ----------
+    dy : array, shape of the forward input
+    cache : TanhCache
+
+    Returns
+    -------
+    dx : array, shape of ``dy``
+
+    Notes
+    -----
+    .. math:: \\frac{\\partial L}{\\partial a} = \\frac{\\partial L}{\\partial y} \\odot (1 - y^2)
+
+    A product, as torch's ``tanh_backward``: NaN upstream stays NaN.
+    """
+    y = cache.y
+    return dy * (y.dtype.type(1) - y * y)
+
+
 def derivative(cache):
     """The activation's derivative :math:`f'(a)` as an array.
 
     Parameters
     ----------
-    cache : ActCache
-        From :func:`relu_forward` or :func:`leaky_relu_forward`.
+    cache : ActCache or TanhCache
+        From :func:`relu_forward`, :func:`leaky_relu_forward` or :func:`tanh_forward`.
 
     Returns
     -------
     fprime : array, shape of the forward input, the input's dtype
-        1 where :math:`a > 0`, else the slope (0 for ReLU; at exactly
-        :math:`a = 0` the non-positive branch, as in PyTorch).
+        ReLU and LeakyReLU: 1 where :math:`a > 0`, else the slope (0 for
+        ReLU; at exactly :math:`a = 0` the non-positive branch, as in
+        PyTorch). tanh: :math:`1 - y^2`.
 
     Notes
     -----
@@ -161,6 +224,8 @@ def derivative(cache):
     (2018): :math:`\\delta_l = (K_l e_l) \\odot f'(a_l)`. For any activation here,
     ``backward(dy, cache) == dy * derivative(cache)`` wherever ``dy`` is finite.
     """
+    if isinstance(cache, TanhCache):
+        return cache.y.dtype.type(1) - cache.y * cache.y
     xp = array_module(cache.positive)
     one = xp.asarray(1, dtype=cache.dtype)
     return xp.where(cache.positive, one, xp.asarray(cache.slope, dtype=cache.dtype))
@@ -169,6 +234,7 @@ def derivative(cache):
 ACTIVATIONS = {
     "relu": (relu_forward, relu_backward),
     "leakyrelu": (leaky_relu_forward, leaky_relu_backward),
+    "tanh": (tanh_forward, tanh_backward),
 }
 
 

@@ -12,6 +12,8 @@ from bioplaus.ops.act import (
     leaky_relu_forward,
     relu_backward,
     relu_forward,
+    tanh_backward,
+    tanh_forward,
 )
 from helpers import check_grad, rel_error
 
@@ -66,9 +68,10 @@ def test_matches_torch_including_zero(name, fwd, bwd, kw, tfun):
 def test_lookup_by_name():
     assert activation("relu") == (relu_forward, relu_backward)
     assert activation("LeakyReLU") == (leaky_relu_forward, leaky_relu_backward)
-    assert set(ACTIVATIONS) == {"relu", "leakyrelu"}
-    with pytest.raises(ValueError, match="known activations: leakyrelu, relu"):
-        activation("tanh")
+    assert activation("Tanh") == (tanh_forward, tanh_backward)
+    assert set(ACTIVATIONS) == {"relu", "leakyrelu", "tanh"}
+    with pytest.raises(ValueError, match="known activations: leakyrelu, relu, tanh"):
+        activation("sigmoid")
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
@@ -109,3 +112,53 @@ def test_non_finite_values_give_what_torch_gives(name, fwd, bwd, kw, tfun):
     np.testing.assert_array_equal(dx, tx.grad.numpy())  # NaN where torch has NaN
     if name == "relu":
         np.testing.assert_array_equal(dx[:4], 0.0)  # inactive units: 0, not NaN
+
+
+# ------------------------------------------------------------------ tanh
+# Smooth, so no kink to avoid; its cache is the output y, and f'(a) = 1 - y^2.
+
+def test_tanh_backward_finite_differences():
+    rng = np.random.default_rng(3)
+    x = 2.0 * rng.standard_normal((3, 4, 2, 2))
+    dy = rng.standard_normal(x.shape)
+    _, cache = tanh_forward(x)
+    check_grad(lambda: tanh_forward(x)[0], x, dy, tanh_backward(dy, cache))
+
+
+def test_tanh_matches_torch_and_derivative_is_one_minus_y_squared():
+    rng = np.random.default_rng(4)
+    x = 3.0 * rng.standard_normal((6, 7))
+    x[0, 0], x[0, 1] = 0.0, 25.0  # 0 (f' = 1) and deep saturation (f' = 0 in float64)
+    dy = rng.standard_normal(x.shape)
+    y, cache = tanh_forward(x)
+    dx = tanh_backward(dy, cache)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.tanh(tx)
+    ty.backward(torch.tensor(dy))
+    # two libms: equal to the last ulp or so, not necessarily bitwise
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=4e-16, atol=0)
+    # 1 - y^2 cancels where y is near +-1: an ulp of y there is ~1e-16 absolute
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-14, atol=1e-15)
+    fprime = derivative(cache)
+    assert fprime.dtype == x.dtype and fprime.shape == x.shape
+    np.testing.assert_array_equal(fprime, 1.0 - y * y)
+    np.testing.assert_array_equal(dy * fprime, dx)
+    assert fprime[0, 0] == 1.0 and fprime[0, 1] == 0.0
+    assert np.all((fprime >= 0) & (fprime <= 1))
+
+
+def test_tanh_non_finite_values_give_what_torch_gives():
+    """tanh(+-inf) = +-1 with f' = 0, so a finite upstream gradient gives 0 there;
+    NaN in either input or gradient gives NaN, as torch."""
+    x = np.array([np.inf, -np.inf, np.nan, 0.5, 0.5, np.inf])
+    dy = np.array([1.0, 1.0, 1.0, np.nan, np.inf, np.inf])
+    y, cache = tanh_forward(x)
+    dx = tanh_backward(dy, cache)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.tanh(tx)
+    ty.backward(torch.tensor(dy))
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_array_equal(np.isnan(dx), np.isnan(tx.grad.numpy()))
+    finite = ~np.isnan(dx)
+    np.testing.assert_allclose(dx[finite], tx.grad.numpy()[finite], rtol=1e-14)
+    assert dx[0] == 0.0 and dx[1] == 0.0

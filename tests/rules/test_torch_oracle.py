@@ -83,6 +83,15 @@ def test_leaky_relu(rule):
     compare(model_for(make_cfg(rule, "vgg", nonlin="leakyrelu"), "vgg"), x, y)
 
 
+@pytest.mark.parametrize("net", ["mlp", "vgg"])
+@pytest.mark.parametrize("rule", ["backprop", "fa", "usf", "dfa", "drtp", "predsim", "pred-bio"])
+def test_tanh(rule, net):
+    """``--nonlin tanh`` (DRTP's own hidden nonlinearity, Frenkel et al.): the
+    derivative each rule applies is 1 - h^2, through batch norm where the net has it."""
+    x, y = batch(net, seed=9)
+    compare(model_for(make_cfg(rule, net, nonlin="tanh"), net), x, y)
+
+
 @pytest.mark.parametrize("rule", ["frc-sym", "frc-trainable", "frc-sign", "frc-random"])
 def test_frc_squared_hinge(rule):
     x, y = batch("vgg", seed=3)

@@ -176,7 +176,8 @@ class TorchRule:
             a, self.buf[p + "bn.running_mean"], self.buf[p + "bn.running_var"],
             self.P[p + "bn.weight"], self.P[p + "bn.bias"], training=True,
             momentum=self.cfg.bn_momentum, eps=self.cfg.bn_eps)
-        h = F.relu(z) if self.cfg.nonlin == "relu" else F.leaky_relu(z, 0.01)
+        h = {"relu": F.relu, "tanh": torch.tanh,
+             "leakyrelu": lambda t: F.leaky_relu(t, 0.01)}[self.cfg.nonlin](z)
         hd = h if mask is None else h * as_tensor(mask)
         if hook is not None:
             hd = hook(hd)
