@@ -14,8 +14,9 @@ whose worker process or node dies is started again (``max_retries``), and
 the new attempt resumes from the run's last checkpoint. The driver only
 starts the tasks, polls ``ray.wait`` and shows what the runs report in
 their directories (``progress.json``, written by the task). Ctrl-C on the
-driver cancels every task; Ray delivers it to the task as SIGINT, which
-the trainer answers by writing a checkpoint and stopping.
+driver (or SIGTERM, or SIGHUP) cancels every task; Ray delivers it to
+the task as SIGINT, which the trainer answers by writing a checkpoint and
+stopping.
 
 Each cell directory holds ``cell.json`` (the recipe, the overrides, the
 paper's number), which :func:`aggregate` reads to give the mean, standard
@@ -38,6 +39,7 @@ import tomllib
 
 from bioplaus.config import Config, ConfigError, validate
 from bioplaus.recipes import load_recipe
+from bioplaus.signals import describe, interrupt_on_signals
 from bioplaus.sweep_task import (CHECKPOINT, PROGRESS, _read_json, _write_json,  # noqa: F401
                                  run_state, train_run)
 
@@ -261,8 +263,8 @@ def run_sweep(runs: list[Run], *, cpus_per_run: float = 1, gpus_per_run: float =
     ``wall_s``, ``message``). After every poll ``display.update(infos)`` and
     ``on_poll(infos)`` are called with ``{run_dir: progress dict}`` (what the
     runs wrote into their ``progress.json``, at most every ``progress_every_s``
-    seconds); ``display.note(text)`` says what the driver does. Ctrl-C (KeyboardInterrupt) cancels the
-    tasks, waits up to ``stop_timeout_s`` for their checkpoints and raises
+    seconds); ``display.note(text)`` says what the driver does. Ctrl-C (KeyboardInterrupt),
+    SIGTERM or SIGHUP cancels the tasks, waits up to ``stop_timeout_s`` for their checkpoints and raises
     :class:`SweepInterrupted`.
     """
     from bioplaus.runinfo import git_commit
@@ -318,25 +320,28 @@ def run_sweep(runs: list[Run], *, cpus_per_run: float = 1, gpus_per_run: float =
 
     t_start = time.time() - 1.0
     display.update(infos)
-    try:
-        while pending:
-            poll(poll_s)
-    except KeyboardInterrupt:
-        display.note("Ctrl-C: stopping every run; each writes its checkpoint "
-                     "(Ctrl-C again kills them without one)")
-        for ref in pending:
-            ray.cancel(ref)
+    stop = {}
+    with interrupt_on_signals(stop):
         try:
-            t0 = time.time()
-            while pending and time.time() - t0 < stop_timeout_s:
+            while pending:
                 poll(poll_s)
         except KeyboardInterrupt:
+            display.note(f"{describe(stop)}: stopping every run; each writes its checkpoint "
+                         "(Ctrl-C or SIGTERM again kills them without one)")
             for ref in pending:
-                ray.cancel(ref, force=True)
-        rows = final_rows(runs, infos)
-        raise SweepInterrupted("sweep interrupted: the runs stopped with their checkpoints "
-                               "written; run the same command again to resume them", rows) from None
-    return final_rows(runs, infos)
+                ray.cancel(ref)
+            try:
+                t0 = time.time()
+                while pending and time.time() - t0 < stop_timeout_s:
+                    poll(poll_s)
+            except KeyboardInterrupt:
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+        else:
+            return final_rows(runs, infos)
+    raise SweepInterrupted("sweep interrupted: the runs stopped with their checkpoints "
+                           "written; run the same command again to resume them",
+                           final_rows(runs, infos))
 
 
 def final_rows(runs, infos) -> list[dict]:

@@ -171,7 +171,10 @@ def test_unfinished_run_resumes_and_finished_runs_are_skipped(local_ray, tmp_pat
     assert cell["mean"] == reference["history"][-1]["test_error"]
 
 
-def test_ctrl_c_on_the_driver_stops_every_run_with_a_checkpoint(local_ray, tmp_path, recipe):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_on_the_driver_stops_every_run_with_a_checkpoint(local_ray, tmp_path, recipe, sig):
+    # SIGTERM (a scheduler's stop; the only one a driver started with nohup ... & hears, as
+    # such a driver ignores SIGINT) stops it the same way.
     # also: a second sweep on the same directory meanwhile is refused run by run, harmlessly
     out = tmp_path / "sweep"
     address = ray.get_runtime_context().gcs_address
@@ -192,23 +195,25 @@ def test_ctrl_c_on_the_driver_stops_every_run_with_a_checkpoint(local_ray, tmp_p
     else:
         proc.kill()
         pytest.fail("the runs did not start: " + proc.communicate()[0][-2000:])
-    runs = sw.expand([recipe], [0, 1], sw.parse_sets(["epochs=1000"]), str(out))
-    second = sw.run_sweep(runs, cpus_per_run=0.5, poll_s=0.2)
-    assert [r["state"] for r in second] == ["locked", "locked"]
-    assert all("in use by another bioplaus train" in r["message"] for r in second)
-    docs = [json.loads(p.read_text()) for p in progs]
-    assert all(d["state"] == "running" and d["attempt"] == 1 for d in docs)  # untouched
-    proc.send_signal(signal.SIGINT)
+    if sig == signal.SIGINT:
+        runs = sw.expand([recipe], [0, 1], sw.parse_sets(["epochs=1000"]), str(out))
+        second = sw.run_sweep(runs, cpus_per_run=0.5, poll_s=0.2)
+        assert [r["state"] for r in second] == ["locked", "locked"]
+        assert all("in use by another bioplaus train" in r["message"] for r in second)
+        docs = [json.loads(p.read_text()) for p in progs]
+        assert all(d["state"] == "running" and d["attempt"] == 1 for d in docs)  # untouched
+    proc.send_signal(sig)
     try:  # the driver waits up to run_sweep's stop_timeout_s (300 s) for the tasks' checkpoints
         text = proc.communicate(timeout=330)[0]
     except subprocess.TimeoutExpired:
         proc.kill()
         tail = proc.communicate()[0][-3000:]
         docs = [p.read_text() if p.exists() else "" for p in progs]
-        pytest.fail(f"the driver did not stop within 330 s of SIGINT; its output ends:\n{tail}\n"
+        pytest.fail(f"the driver did not stop within 330 s of {sig.name}; its output ends:\n{tail}\n"
                     f"progress files: {docs}")
     assert proc.returncode == 130, text
     assert "run the same command again to resume" in text
+    assert ("Ctrl-C" if sig == signal.SIGINT else "SIGTERM") + ": stopping every run" in text
     for p in progs:
         doc = json.loads(p.read_text())
         assert doc["state"] == "interrupted", doc
