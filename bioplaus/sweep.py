@@ -206,6 +206,8 @@ def write_cells(runs: list[Run]) -> None:
                 from bioplaus.config import differences
                 diff = differences(Config.from_dict({**old.get("config", {}), "seed": 0}),
                                    Config.from_dict({**cfg, "seed": 0}), ignore=())
+                if not diff:  # written before a key was added; that key is at its default
+                    continue
                 raise SweepError(f"{path} belongs to a sweep with another configuration; choose "
                                  "another --out. Differences:\n  " + "\n  ".join(diff))
             continue

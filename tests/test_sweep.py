@@ -119,6 +119,14 @@ def test_bad_sweeps_are_refused_with_the_reason(tmp_path, recipe):
     runs2 = sw.expand([recipe], None, sw.parse_sets(["lr=0.01"]), str(tmp_path / "s"))
     with pytest.raises(sw.SweepError, match="lr: 0.0005"):
         sw.write_cells(runs2)
+    # ... but one written before a configuration key was added (the key at its default) is
+    cell = tmp_path / "s" / "tiny" / "cell.json"
+    doc = json.loads(cell.read_text())
+    assert doc["config"]["nonlin"] == "relu"  # the default
+    del doc["config"]["nonlin"]
+    cell.write_text(json.dumps(doc))
+    sw.write_cells(runs)
+    assert json.loads(cell.read_text()) == doc  # left as it was
 
 
 # ------------------------------------------------------------------ on Ray
