@@ -358,6 +358,7 @@ def final_rows(runs, infos) -> list[dict]:
                      "state": info.get("state", state), "finished": state == "finished",
                      "epochs": f"{len(hist)}/{r.config['epochs']}",
                      "test_error": last.get("test_error"), "wall_s": last.get("wall_s"),
+                     "split": "val" if r.config.get("val_size") else "test",
                      "message": info.get("message", "")})
     return rows
 

@@ -54,6 +54,7 @@ def aggregate(sweep_dir: str) -> list[dict]:
         rows.append({"cell": doc["cell"], "recipe": doc["recipe"], "cell_dir": cell_dir,
                      "dataset": cfg["dataset"], "net": cfg["net"], "rule": cfg["rule"],
                      "paper": (doc.get("paper") or {}).get("error"), "n": len(errs),
+                     "split": "val" if cfg.get("val_size") else "test",
                      "runs": len(seeds), "mean": mean, "std": std, "seeds": seeds})
     return rows
 
@@ -70,6 +71,8 @@ def render_aggregate(rows, link_base: str | None = None) -> str:
             ours = f"{r['mean']:.2f}"
         else:
             ours = f"{r['mean']:.2f} ± {r['std']:.2f}"
+        if r["mean"] is not None and r.get("split") == "val":
+            ours += " (validation)"  # val_size: evaluated on examples held out of the training set
         links = []
         for s in r["seeds"]:
             target = os.path.join(s["run_dir"], "train.log")

@@ -30,3 +30,31 @@ def test_planning_and_results_need_no_ray(tmp_path, monkeypatch):
         ["tiny/seed0", "new"], ["tiny/seed1", "new"], ["tiny/seed2", "new"]]
     res = CliRunner().invoke(main, ["results", "--sweep", str(tmp_path)])
     assert res.exit_code == 1 and "no sweep cells here" in res.output
+
+
+def test_a_validation_error_is_not_called_a_test_error(tmp_path):
+    """With val_size set a run evaluates on examples held out of the training set:
+    the progress line, the final table and the results say so."""
+    from bioplaus import sweep as sw
+    from bioplaus.cli.sweep import Display, render_rows
+
+    recipe = _recipe(tmp_path)
+    (val,) = sw.expand([recipe], None, sw.parse_sets(["val_size=100"]), str(tmp_path / "v"))
+    (test,) = sw.expand([recipe], None, {}, str(tmp_path / "t"))
+    info = {"state": "running", "epoch": 1, "test_error": 12.5}
+    assert "  val error 12.50%" in Display([val]).line(val, info)
+    assert "  test error 12.50%" in Display([test]).line(test, info)
+    row = {"run": "tiny/seed1", "state": "finished", "epochs": "1/1", "test_error": 12.5,
+           "wall_s": 3.0, "message": ""}
+    vrow = {**row, "split": "val"}
+    trow = {**row, "split": "test"}
+    assert "val error %" in render_rows([vrow]).splitlines()[0]
+    assert "test error %" in render_rows([trow]).splitlines()[0]
+    mixed = render_rows([trow, vrow]).splitlines()
+    assert "test error" not in mixed[0] and "val error" not in mixed[0]
+    assert mixed[1].split()[3] == "12.50" and "12.50 (val)" in mixed[2]
+    cell = {"cell": "tiny", "dataset": "fashion-mnist", "net": "mlp", "rule": "fa", "paper": None,
+            "n": 1, "runs": 1, "mean": 12.5, "std": None,
+            "seeds": [{"run_dir": "x/seed1", "seed": "1", "state": "finished", "test_error": 12.5}]}
+    assert "12.50 (validation)" in sw.render_aggregate([{**cell, "split": "val"}])
+    assert "(validation)" not in sw.render_aggregate([{**cell, "split": "test"}])

@@ -28,7 +28,8 @@ class Display:
             if info.get("batches") and st == "running":
                 s += f" batch {info.get('batch', 0)}/{info['batches']}"
         if info.get("test_error") is not None:
-            s += f"  test error {info['test_error']:.2f}%"
+            on = "val" if run.config.get("val_size") else "test"  # val_size: a held-out split
+            s += f"  {on} error {info['test_error']:.2f}%"
         if info.get("train_error") is not None and st == "running":
             s += f"  (train {info['train_error']:.2f}%)"
         if info.get("attempt", 1) > 1 and st not in ("finished", "skipped"):
@@ -62,10 +63,16 @@ class Display:
 
 
 def render_rows(rows) -> str:
+    """The final table; a run with ``val_size`` set was evaluated on its validation split."""
     w = max([len(r["run"]) for r in rows] + [3])
-    out = [f"{'run':<{w}}  {'state':<11} {'epochs':>9} {'test error %':>13} {'wall':>8}"]
+    splits = {r.get("split", "test") for r in rows}
+    mixed = len(splits) > 1
+    head = "error %" if mixed else f"{splits.pop()} error %"
+    out = [f"{'run':<{w}}  {'state':<11} {'epochs':>9} {head:>13} {'wall':>8}"]
     for r in rows:
         err = "—" if r["test_error"] is None else f"{r['test_error']:.2f}"
+        if mixed and r.get("split") == "val" and r["test_error"] is not None:
+            err += " (val)"
         wall = "" if r["wall_s"] is None else f"{r['wall_s']:.0f}s"
         line = f"{r['run']:<{w}}  {r['state']:<11} {r['epochs']:>9} {err:>13} {wall:>8}"
         if r["message"] and r["state"] in ("failed", "diverged", "cancelled", "locked"):
