@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 import click
@@ -138,9 +137,6 @@ def sweep(recipes, seeds, sets, out_dir, address, num_cpus, cpus_per_run, gpus_p
     except (sw.SweepError, SeedError, RecipeError) as exc:
         raise click.ClickException(str(exc)) from None
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
     command = " ".join(["bioplaus", *sys.argv[1:]])
     click.echo(f"bioplaus sweep: {len(runs)} runs into {os.path.abspath(out_dir)}"
                + (f" on the Ray cluster at {address}" if address else " on a local Ray"))
