@@ -41,7 +41,7 @@ from bioplaus.config import Config, ConfigError, validate
 from bioplaus.recipes import load_recipe
 from bioplaus.signals import describe, interrupt_on_signals
 from bioplaus.sweep_task import (CHECKPOINT, PROGRESS, _read_json, _write_json,  # noqa: F401
-                                 run_state, train_run)
+                                 kept_message, run_state, train_run)
 
 CELL = "cell.json"
 INSTALL_HINT = "pip install 'bioplaus[cluster]'"
@@ -285,6 +285,10 @@ def run_sweep(runs: list[Run], *, cpus_per_run: float = 1, gpus_per_run: float =
             last = ck["history"][-1] if ck["history"] else {}
             infos[r.run_dir] = {"state": "skipped", "epoch": len(ck["history"]),
                                 "test_error": last.get("test_error")}
+            continue
+        if state == "no checkpoint":
+            infos[r.run_dir] = {"state": "kept", "epoch": len(ck["history"]),
+                                "message": kept_message(r.run_dir, r.config, ck)}
             continue
         infos[r.run_dir] = {"state": "queued" if state == "new" else "queued (resume)"}
         cmd = f"{command}  [run {r.name}]"

@@ -12,6 +12,7 @@ from bioplaus.config import Config
 
 PROGRESS = "progress.json"
 CHECKPOINT = "checkpoint.h5"
+LOG = "log.h5"
 
 
 def _write_json(path: str, doc: dict) -> None:
@@ -31,27 +32,48 @@ def _read_json(path: str) -> dict | None:
 
 # ------------------------------------------------------------- run states
 def run_state(run_dir: str, config: dict) -> tuple[str, dict | None]:
-    """``("new" | "unfinished" | "finished" | "damaged", checkpoint header or None)``.
+    """``("new" | "unfinished" | "finished" | "no checkpoint" | "damaged", header or None)``.
 
     Finished: the checkpoint is past the last epoch, or at ``max_steps``.
     Only the checkpoint's header is read (position, config, log); where the
     newest checkpoint is unusable the previous one is read, as a resume
     would. Damaged: neither can be read (the run's own resume says why).
+
+    A directory with ``log.h5`` but no checkpoint holds a run that was kept
+    without it (``runs/`` commits no checkpoint): finished if its log has
+    every epoch (the header is then ``{"history": the log's records}``), else
+    "no checkpoint": it cannot resume, and must not be trained afresh over its log.
     """
-    from bioplaus.io import (CheckpointError, load_run_checkpoint, prev_path,
+    from bioplaus.io import (CheckpointError, load_log, load_run_checkpoint, prev_path,
                              read_checkpoint_header)
 
     path = os.path.join(run_dir, CHECKPOINT)
+    max_steps = int(config.get("max_steps") or 0)
     if not (os.path.lexists(path) or os.path.lexists(prev_path(path))):
-        return "new", None
+        log = os.path.join(run_dir, LOG)
+        if not os.path.lexists(log):
+            return "new", None
+        try:
+            hist = load_log(log)["records"]
+        except CheckpointError:
+            return "damaged", None
+        steps = hist[-1].get("steps", 0) if hist else 0
+        done = len(hist) >= int(config["epochs"]) or (max_steps and steps >= max_steps)
+        return ("finished" if done else "no checkpoint"), {"history": hist}
     try:
         ck, _ = load_run_checkpoint(path, loader=read_checkpoint_header, log=lambda *a: None)
     except CheckpointError:
         return "damaged", None
-    max_steps = int(config.get("max_steps") or 0)
     if ck["epoch"] > int(config["epochs"]) or (max_steps and ck["step"] >= max_steps):
         return "finished", ck
     return "unfinished", ck
+
+
+def kept_message(run_dir: str, config: dict, ck: dict) -> str:
+    """Why a "no checkpoint" run is left as it is, and what to do."""
+    return (f"{run_dir} holds a run's log ({len(ck['history'])} of {config['epochs']} epochs) "
+            "but no checkpoint, so it cannot resume; it is kept as it is. To train it "
+            "again, move its files away (or sweep into another --out)")
 
 
 # ------------------------------------------------------------- the task
@@ -88,7 +110,8 @@ def train_run(config: dict, run_dir: str, command: str = "",
               checkpoint_every_s: float = 300.0, progress_every_s: float = 1.0) -> dict:
     """One run of a sweep (the body of its Ray task): train, or resume, into ``run_dir``.
 
-    Returns ``{"state": "finished" | "interrupted" | "diverged" | "locked", ...}``;
+    Returns ``{"state": "finished" | "interrupted" | "diverged" | "locked" | "kept", ...}``;
+    "kept": a run's log without its checkpoint (:func:`run_state`), left untouched;
     "locked": another process (another sweep, a ``bioplaus train``) holds the
     run directory, which is then left untouched. Other errors propagate (Ray
     reports them as the task's failure).
@@ -97,9 +120,11 @@ def train_run(config: dict, run_dir: str, command: str = "",
     from bioplaus.train import Interrupted, Trainer, TrainingDiverged
 
     cfg = Config.from_dict(config)
-    state, _ = run_state(run_dir, config)
+    state, ck = run_state(run_dir, config)
     if state == "finished":
         return {"state": "finished", "record": None}
+    if state == "no checkpoint":
+        return {"state": "kept", "record": None, "message": kept_message(run_dir, config, ck)}
     prev = _read_json(os.path.join(run_dir, PROGRESS)) or {}
     rep = _Reporter(run_dir, cfg.epochs, attempt=int(prev.get("attempt", 0)) + 1,
                     every_s=progress_every_s)

@@ -58,3 +58,32 @@ def test_a_validation_error_is_not_called_a_test_error(tmp_path):
             "seeds": [{"run_dir": "x/seed1", "seed": "1", "state": "finished", "test_error": 12.5}]}
     assert "12.50 (validation)" in sw.render_aggregate([{**cell, "split": "val"}])
     assert "(validation)" not in sw.render_aggregate([{**cell, "split": "test"}])
+
+
+def test_a_run_kept_without_its_checkpoint_is_not_trained_again_over_its_log(tmp_path):
+    """A recorded run keeps log.h5 and train.log but not checkpoint.h5 (runs/ commits none).
+    Finished, the sweep skips it; unfinished, it cannot resume, and the sweep must not
+    start it afresh over its log: it is kept, and the message says what to do."""
+    import os
+
+    from bioplaus import sweep as sw
+    from bioplaus.io import save_log
+    from bioplaus.sweep_task import train_run
+
+    recipe = _recipe(tmp_path)  # epochs = 1
+    (run,) = sw.expand([recipe], [1], {}, str(tmp_path / "s"))
+    os.makedirs(run.run_dir)
+    log = os.path.join(run.run_dir, "log.h5")
+    rec = {"epoch": 1, "test_error": 14.0, "train_error": 13.0, "steps": 10, "wall_s": 2.0}
+    save_log(log, [rec], {"config": run.config})
+    state, ck = sw.run_state(run.run_dir, run.config)
+    assert state == "finished" and ck["history"][-1]["test_error"] == 14.0
+    longer = {**run.config, "epochs": 3}
+    assert sw.run_state(run.run_dir, longer)[0] == "no checkpoint"
+    before = open(log, "rb").read()
+    out = train_run(longer, run.run_dir, "test", 300.0, 1.0)
+    assert out["state"] == "kept"
+    assert "1 of 3 epochs" in out["message"] and "no checkpoint" in out["message"]
+    assert "move" in out["message"]
+    assert open(log, "rb").read() == before
+    assert sorted(os.listdir(run.run_dir)) == ["log.h5"]

@@ -33,7 +33,7 @@ class Display:
             s += f"  (train {info['train_error']:.2f}%)"
         if info.get("attempt", 1) > 1 and st not in ("finished", "skipped"):
             s += f"  attempt {info['attempt']}"
-        if info.get("message") and st in ("failed", "diverged", "locked"):
+        if info.get("message") and st in ("failed", "diverged", "locked", "kept"):
             s += f"  {info['message']}"
         return s
 
@@ -74,7 +74,7 @@ def render_rows(rows) -> str:
             err += " (val)"
         wall = "" if r["wall_s"] is None else f"{r['wall_s']:.0f}s"
         line = f"{r['run']:<{w}}  {r['state']:<11} {r['epochs']:>9} {err:>13} {wall:>8}"
-        if r["message"] and r["state"] in ("failed", "diverged", "cancelled", "locked"):
+        if r["message"] and r["state"] in ("failed", "diverged", "cancelled", "locked", "kept"):
             line += f"  {r['message']}"
         out.append(line)
     return "\n".join(out)
