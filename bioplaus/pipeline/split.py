@@ -3,7 +3,7 @@
 A stage is a run of consecutive hidden blocks; the last stage also holds
 the output layer. :func:`block_flops` prices each block's share of one
 training step (its encoder forward and weight gradient, its local heads,
-its similarity matrices: :func:`bioplaus.bench.steps.step_flops` on the
+its similarity matrices: :func:`bioplaus.bench.flops.step_flops` on the
 block alone), the output layer is priced with the last block, and
 :func:`balanced_split` picks the cut that makes the costliest stage as
 cheap as it can be (exact, by dynamic programming over the cut points).
@@ -44,7 +44,7 @@ def submodel(model, lo: int, hi: int, *, output: bool):
 def block_flops(model, n: int) -> list[float]:
     """FLOPs of one training step at batch ``n``, by hidden block; the output
     layer's are added to the last block's (it runs in the last stage)."""
-    from bioplaus.bench.steps import step_flops
+    from bioplaus.bench.flops import step_flops
 
     nb = len(model.spec.blocks)
     costs = []
