@@ -71,8 +71,10 @@ def run_state(run_dir: str, config: dict) -> tuple[str, dict | None]:
 
 def kept_message(run_dir: str, config: dict, ck: dict) -> str:
     """Why a "no checkpoint" run is left as it is, and what to do."""
+    prog = _read_json(os.path.join(run_dir, PROGRESS)) or {}
+    why = " It diverged (see its train.log)." if prog.get("state") == "diverged" else ""
     return (f"{run_dir} holds a run's log ({len(ck['history'])} of {config['epochs']} epochs) "
-            "but no checkpoint, so it cannot resume; it is kept as it is. To train it "
+            f"but no checkpoint, so it cannot resume; it is kept as it is.{why} To train it "
             "again, move its files away (or sweep into another --out)")
 
 

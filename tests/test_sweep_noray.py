@@ -87,3 +87,7 @@ def test_a_run_kept_without_its_checkpoint_is_not_trained_again_over_its_log(tmp
     assert "move" in out["message"]
     assert open(log, "rb").read() == before
     assert sorted(os.listdir(run.run_dir)) == ["log.h5"]
+    # a run that diverged (its progress.json says so) is kept too, and the message says why
+    with open(os.path.join(run.run_dir, "progress.json"), "w") as f:
+        f.write('{"state": "diverged", "message": "the loss passed the guard"}')
+    assert "It diverged" in train_run(longer, run.run_dir, "test", 300.0, 1.0)["message"]
